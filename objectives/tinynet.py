@@ -1,0 +1,131 @@
+"""TinyNet: a small CNN trained from scratch, with every knob the paper tuned.
+
+The paper's baseline (34,472 params) is one point of this space:
+    input_size=32, blocks=2, base_filters=32, growth=1, kernel_size=5, downsample=maxpool, padding=valid,
+    head=flatten, batch_norm=False
+and so is its final TinyNet: 4 blocks of [32, 64, 128, 256] 3x3 stride-2 conv + batch-norm + ReLU, He init,
+global average pooling, 64x64 input (base_filters=32, growth=2, downsample=stride2, head=gap).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench import keras_train as kt
+from bench.data import Split
+from bench.objective import FitInfo, Objective, TrialContext, TrialFailed
+
+ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
+INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "random_normal", "zeros")
+
+
+def block_filters(blocks: int, base: int, growth: float) -> list[int]:
+    return [max(1, int(round(base * growth**i))) for i in range(blocks)]
+
+
+class TinyNet(Objective):
+    name = "tinynet"
+    defaults: dict[str, Any] = {
+        "input_size": 64,
+        "color": True,
+        "blocks": 4,
+        "base_filters": 32,
+        "growth": 2.0,
+        "convs_per_block": 1,
+        "kernel_size": 3,
+        "padding": "same",
+        "activation": "relu",
+        "init": "he_normal",
+        "batch_norm": True,
+        "dropout": 0.0,
+        "downsample": "stride2",
+        "residual": False,
+        "separable": False,
+        "head": "gap",
+        "dense_units": 0,
+        "head_dropout": 0.0,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "one_cycle": False,
+        "batch_size": 32,
+        "epochs": 20,
+        "patience": 0,
+        "flip": True,
+        "shift": 0.0,
+    }
+
+    def load_data(self, params: dict[str, Any], ctx: TrialContext) -> Split:
+        return ctx.images(int(params["input_size"]), bool(params["color"]))
+
+    def build(self, params: dict[str, Any], split: Split):
+        k = kt.keras()
+        L = k.layers
+        size, channels = int(params["input_size"]), 3 if params["color"] else 1
+        kernel, padding, act, init = int(params["kernel_size"]), params["padding"], params["activation"], params["init"]
+        if params["residual"] and padding != "same":
+            raise TrialFailed("residual blocks need padding=same (the shortcut must match the block's output shape)")
+
+        inputs = k.Input((size, size, channels))
+        x = L.Rescaling(1.0 / 255)(inputs)
+        if params["flip"]:
+            x = L.RandomFlip("horizontal")(x)
+        if params["shift"]:
+            x = L.RandomTranslation(params["shift"], params["shift"], fill_mode="reflect")(x)
+
+        def conv(filters, stride):
+            if params["separable"]:
+                return L.SeparableConv2D(filters, kernel, strides=stride, padding=padding,
+                                         depthwise_initializer=init, pointwise_initializer=init)
+            return L.Conv2D(filters, kernel, strides=stride, padding=padding, kernel_initializer=init)
+
+        spatial = size
+        for filters in block_filters(int(params["blocks"]), int(params["base_filters"]), float(params["growth"])):
+            shortcut = x
+            down = spatial >= 2  # never shrink below 1x1: deep nets on small inputs stop downsampling
+            for j in range(int(params["convs_per_block"])):
+                stride = 2 if (params["downsample"] == "stride2" and j == 0 and down) else 1
+                if padding == "valid" and spatial < kernel:
+                    raise TrialFailed(f"input {size}px is too small for {params['blocks']} blocks of {kernel}x{kernel} valid convs")
+                spatial = (spatial - (kernel - 1 if padding == "valid" else 0) + stride - 1) // stride
+                x = conv(filters, stride)(x)
+                if params["batch_norm"]:
+                    x = L.BatchNormalization()(x)
+                last = j == int(params["convs_per_block"]) - 1
+                if not (params["residual"] and last):
+                    x = L.Activation(act)(x)
+            if params["residual"]:
+                if shortcut.shape[-1] != filters or shortcut.shape[1] != x.shape[1]:
+                    step = 2 if shortcut.shape[1] != x.shape[1] else 1
+                    shortcut = L.Conv2D(filters, 1, strides=step, padding="same", kernel_initializer=init)(shortcut)
+                x = L.Activation(act)(L.Add()([x, shortcut]))
+            if params["downsample"] == "maxpool" and spatial >= 2:
+                x = L.MaxPooling2D(2)(x)
+                spatial //= 2
+            if params["dropout"]:
+                x = L.Dropout(params["dropout"])(x)
+
+        x = L.GlobalAveragePooling2D()(x) if params["head"] == "gap" else L.Flatten()(x)
+        if params["dense_units"]:
+            x = L.Dense(int(params["dense_units"]), activation=act, kernel_initializer=init)(x)
+        if params["head_dropout"]:
+            x = L.Dropout(params["head_dropout"])(x)
+        outputs = L.Dense(split.num_classes, activation="softmax", kernel_initializer=init)(x)
+        return k.Model(inputs, outputs, name="tinynet")
+
+    def fit(self, model, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
+        return kt.fit_keras(model, split, params, ctx)
+
+    def predict_proba(self, model, x: np.ndarray) -> np.ndarray:
+        return kt.predict_keras(model, x)
+
+    def count_params(self, model) -> int:
+        """Every weight of the network, as Keras counts them (batch-norm moving statistics included)."""
+        return int(model.count_params())
+
+    def release(self, model) -> None:
+        kt.release_keras()
+
+    def set_seed(self, seed: int) -> None:
+        kt.seed_everything(seed)

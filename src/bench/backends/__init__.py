@@ -1,0 +1,82 @@
+"""Backends run a search: `run(objective, space, config, board)`. None of them knows a model family.
+
+What every backend shares lives here: the search settings, and running one trial into the leaderboard.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.data import DataError
+from bench.leaderboard import Leaderboard, TrialRecord, now
+from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
+
+BACKENDS = {"optuna": "bench.backends.optuna"}
+
+
+@dataclass
+class SearchConfig:
+    objective: str
+    study: str
+    trials: int
+    db_url: str
+    results_dir: Path
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "none"
+    timeout: float | None = None
+    jobs: int = 1
+    storage: str | None = None
+    data_root: str | None = None
+    cache_dir: Path | None = None
+    val_fraction: float = 0.15
+    max_params: int | None = None
+
+    def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
+        """One trial's context: its own seed, the study's validation split."""
+        return TrialContext(
+            seed=self.seed + trial_number, data_root=self.data_root, cache_dir=self.cache_dir,
+            val_fraction=self.val_fraction, split_seed=self.seed, max_params=self.max_params,
+            report_hook=report_hook, progress=progress, run_dir=self.results_dir / self.study,
+        )
+
+
+def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContext, board: Leaderboard,
+                  config: SearchConfig, backend: str, trial_number: int) -> Result:
+    """Run one trial and store its row whatever happens: complete, pruned, or failed with the reason.
+
+    Pruned and TrialFailed go on to the backend; bad data ends the whole search (every trial would fail).
+    """
+    started = now()
+
+    def store(status: str, result: Result | None = None, reason: str | None = None, n_params: int | None = None):
+        board.append(TrialRecord(
+            study=config.study, objective=config.objective, backend=backend, trial_number=trial_number,
+            params=params, status=status, seed=ctx.seed, started_at=started, finished_at=now(), result=result,
+            failure_reason=reason, n_params=n_params, extras={"history": ctx.curve} if result is None else {},
+        ))
+
+    try:
+        result = objective.run(params, ctx)
+    except Pruned as e:
+        store("pruned", reason=str(e), n_params=ctx.n_params)
+        raise
+    except DataError:
+        raise
+    except KeyboardInterrupt:
+        store("failed", reason="interrupted by the user (Ctrl-C)", n_params=ctx.n_params)
+        raise
+    except Exception as e:  # any failure of one trial is stored, and the sweep goes on
+        reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+        store("failed", reason=reason, n_params=ctx.n_params)
+        raise TrialFailed(reason) from e
+    store("complete", result=result)
+    return result
+
+
+def get_backend(name: str) -> Callable:
+    if name not in BACKENDS:
+        raise KeyError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name]).run

@@ -1,0 +1,147 @@
+"""Optuna backend: samplers tpe / random / grid / cmaes / nsga2, pruners none / median / hyperband.
+
+Storage defaults to Optuna's journal file under results/ (safe with several local worker processes,
+unlike SQLite); any Optuna storage URL (postgresql://..., sqlite:///...) is accepted. `--jobs N` runs N worker
+processes on the same study; TensorFlow does not share one process well between threads.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import warnings
+from contextlib import nullcontext
+from typing import Any
+
+import optuna
+
+from bench.backends import SearchConfig, execute_trial
+from bench.leaderboard import Leaderboard
+from bench.objective import Objective, Pruned, TrialFailed, get_objective
+from bench.space import SearchSpace
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+PRUNERS = ("none", "median", "hyperband")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "cmaes":  # CMA-ES handles float/int; categoricals fall back to random sampling
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise ValueError(f"unknown sampler '{name}'; one of {SAMPLERS}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
+    raise ValueError(f"unknown pruner '{name}'; one of {PRUNERS}")
+
+
+def make_storage(config: SearchConfig):
+    if config.storage:
+        return config.storage
+    path = config.results_dir / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def multi_objective(config: SearchConfig) -> bool:
+    return config.sampler == "nsga2"
+
+
+def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
+    directions = ["maximize", "minimize"] if multi_objective(config) else ["maximize"]
+    study = optuna.create_study(
+        study_name=config.study, storage=make_storage(config), sampler=make_sampler(config.sampler, space, config.seed),
+        pruner=make_pruner(config.pruner), directions=directions, load_if_exists=True,
+    )
+    if list(study.directions) != [getattr(optuna.study.StudyDirection, d.upper()) for d in directions]:
+        raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")
+    study.set_user_attr("objective", config.objective)
+    return study
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _trial_function(objective: Objective, space: SearchSpace, config: SearchConfig, board: Leaderboard, progress=None):
+    multi = multi_objective(config)
+
+    def run(trial: optuna.Trial):
+        params = space.to_optuna(trial)
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            if multi or "val_accuracy" not in metrics:  # Optuna cannot prune multi-objective studies
+                return False
+            trial.report(metrics["val_accuracy"], step=epoch + 1)
+            return trial.should_prune()
+
+        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None)
+        if progress:
+            progress.start_trial(trial.number)
+        try:
+            result = execute_trial(objective, params, ctx, board, config, "optuna", trial.number)
+        except Pruned as e:
+            raise optuna.TrialPruned(str(e)) from None
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("n_params", result.n_params)
+        return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
+
+    return run
+
+
+def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
+    """One worker: run trials on the shared study until it holds config.trials finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = open_study(config, space)
+    board = Leaderboard(config.db_url)
+    objective = get_objective(config.objective)
+    remaining = config.trials - finished_count(study)
+    if remaining <= 0:
+        return
+    stop_at_total = optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
+    callbacks = [stop_at_total] + ([progress.on_trial_finished] if progress else [])
+    study.optimize(
+        _trial_function(objective, space, config, board, progress), n_trials=remaining, timeout=config.timeout,
+        catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True,
+    )
+
+
+def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
+    _optimize(config, SearchSpace.from_dict(space_dict, source="worker"))
+
+
+def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:
+    """Run (or resume) the study until it has config.trials finished trials; returns the study."""
+    if multi_objective(config) and config.pruner != "none":
+        warnings.warn("nsga2 is multi-objective, and Optuna cannot prune multi-objective studies: pruner ignored")
+        config.pruner = "none"
+    study = open_study(config, space)  # created once here, so workers only load it
+    spawn = mp.get_context("spawn")
+    space_dict = space.model_dump()
+    workers = [spawn.Process(target=_worker_main, args=(config, space_dict), daemon=False) for _ in range(config.jobs - 1)]
+    for w in workers:
+        w.start()
+    try:
+        with progress or nullcontext():
+            if progress:
+                progress.begin(study_done=finished_count(study), total=config.trials)
+            _optimize(config, space, progress)
+    finally:
+        for w in workers:
+            w.join()
+    return study

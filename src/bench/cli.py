@@ -1,0 +1,281 @@
+"""The `bench` command: parse arguments and wire the parts together. No logic of its own lives here."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter search and benchmarking for image classification.")
+spaces_app = typer.Typer(help="List the search spaces, or show one.", invoke_without_command=True)
+plot_app = typer.Typer(help="Plots of leaderboard rows.", no_args_is_help=True)
+app.add_typer(spaces_app, name="spaces")
+app.add_typer(plot_app, name="plot")
+out = Console()
+err = Console(stderr=True)
+
+DataOpt = typer.Option(None, "--data", help="Data root (ROOT/train/<class>, ROOT/test/<class>). Default: $BENCH_DATA, ./data/mit8, ../shared/data/mit8.")
+ResultsOpt = typer.Option(Path(os.environ.get("BENCH_RESULTS", "results")), "--results", help="Output folder (leaderboard, studies, plots).")
+DbOpt = typer.Option(None, "--db", help="Leaderboard database: a SQLAlchemy URL or a SQLite path. Default: RESULTS/leaderboard.db.")
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _board(db: Optional[str], results: Path):
+    from bench.leaderboard import Leaderboard, db_url
+
+    return Leaderboard(db_url(db, results))
+
+
+def _parse_assignments(text: Optional[str]) -> dict[str, Any]:
+    """'a=1,b=adam' -> {'a': 1, 'b': 'adam'} (values read as YAML scalars)."""
+    params = {}
+    for item in filter(None, (text or "").split(",")):
+        if "=" not in item:
+            fail(f"--params: expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+@app.command()
+def search(
+    objective: str = typer.Argument(..., help="Model family: tinynet, ..."),
+    space: Optional[str] = typer.Option(None, "--space", help="Space name or YAML path. Default: the objective's name."),
+    trials: int = typer.Option(200, "--trials", min=1, help="Finished trials the study should hold (a re-run continues up to it)."),
+    backend: str = typer.Option("optuna", "--backend"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random, grid, cmaes, nsga2 (accuracy vs params)."),
+    pruner: str = typer.Option("hyperband", "--pruner", help="none, median, hyperband."),
+    seed: int = typer.Option(0, "--seed"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL. Default: RESULTS/optuna.journal."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", help="Stratified validation hold-out of train."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Skip trials with more parameters, before training."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Search an objective's space; every trial lands in the leaderboard."""
+    from bench.backends import SearchConfig, get_backend
+    from bench.backends.optuna import PRUNERS, SAMPLERS
+    from bench.data import DataError, resolve_root
+    from bench.leaderboard import db_url
+    from bench.objective import OBJECTIVES
+    from bench.progress import SearchProgress
+    from bench.space import SpaceError, load_space
+
+    if objective not in OBJECTIVES:
+        fail(f"unknown objective '{objective}'; available: {', '.join(sorted(OBJECTIVES))}")
+    if sampler not in SAMPLERS:
+        fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{sampler}'")
+    if pruner not in PRUNERS:
+        fail(f"--pruner must be one of {', '.join(PRUNERS)}, got '{pruner}'")
+    try:
+        the_space = load_space(space or objective)
+        if the_space.objective != objective:
+            fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
+        root = resolve_root(data)
+        run_backend = get_backend(backend)
+        if sampler == "grid":
+            the_space.grid()
+    except (SpaceError, DataError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    name = study or Path(space or objective).stem
+    config = SearchConfig(
+        objective=objective, study=name, trials=trials, db_url=db_url(db, results), results_dir=results, seed=seed,
+        sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
+        val_fraction=val_fraction, max_params=max_params,
+    )
+    err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
+              f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        run_backend(the_space, config, progress=SearchProgress(err))
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
+    except DataError as e:
+        fail(str(e))
+    wall = time.perf_counter() - start
+    rows = _board(db, results).query(study=name, sort="accuracy")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
+    _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
+    err.print(f"wall time {wall:.1f} s | study holds {len(rows)} trials: {counts['complete']} complete, "
+              f"{counts['pruned']} pruned, {counts['failed']} failed", highlight=False)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "study", "trial", "status", "val acc", "val bal", "test acc", "params", "ratio", "epochs", "fit s", "params / reason"):
+        table.add_column(col, justify="right" if col not in ("study", "status", "params / reason") else "left")
+    for i, r in enumerate(rows, 1):
+        detail = r["failure_reason"] or ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(
+            str(i), r["study"], str(r["trial_number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["val_balanced_accuracy"]),
+            _fmt(r["test_accuracy"]), _fmt(r["n_params"], ","), _fmt(r["ratio"], ".2f"), _fmt(r["epochs"], "d"),
+            _fmt(r["fit_seconds"], ".1f"), detail[:120],
+        )
+    out.print(table)
+
+
+@app.command()
+def leaderboard(
+    objective: Optional[str] = typer.Option(None, "--objective"),
+    study: Optional[str] = typer.Option(None, "--study"),
+    sort: str = typer.Option("accuracy", "--sort", help="accuracy (validation), ratio, params, test_accuracy, time."),
+    top: Optional[int] = typer.Option(20, "--top", help="Rows to show (0 for all)."),
+    status: Optional[str] = typer.Option(None, "--status", help="complete, pruned or failed."),
+    fmt: Format = typer.Option(Format.table, "--format"),
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Ranked trials from the leaderboard (ranked on validation; test shown beside it)."""
+    from bench.leaderboard import SORTS
+
+    if sort not in SORTS:
+        fail(f"--sort must be one of {', '.join(SORTS)}, got '{sort}'")
+    rows = _board(db, results).query(objective=objective, study=study, status=status, sort=sort, top=top or None)
+    if fmt is Format.table:
+        if not rows:
+            err.print("no trials yet: run `bench search tinynet --trials 20` first")
+        _print_rows(rows, f"leaderboard ({len(rows)} rows, sorted by {sort})")
+    elif fmt is Format.json:
+        out.print_json(json.dumps(rows, default=str))
+    else:
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows)
+        sys.stdout.write(buf.getvalue())
+
+
+@plot_app.command("pareto")
+def plot_pareto(
+    study: Optional[str] = typer.Option(None, "--study"),
+    objective: Optional[str] = typer.Option(None, "--objective"),
+    metric: str = typer.Option("val_accuracy", "--metric", help="val_accuracy (selection) or test_accuracy (reporting)."),
+    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/plots/pareto-<study>.html"),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also write a PNG (needs chromium)."),
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Accuracy against parameter count (log x), the Pareto front highlighted, params on hover."""
+    from bench.pareto import pareto_front
+    from bench.plots import chromium, pareto_figure, write_figure
+
+    if metric not in ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "test_balanced_accuracy"):
+        fail(f"--metric must be an accuracy column, got '{metric}'")
+    rows = _board(db, results).query(objective=objective, study=study, status="complete")
+    if not rows:
+        fail("no complete trials match; run a search first or check --study / --objective")
+    path = output or results / "plots" / f"pareto-{study or objective or 'all'}.html"
+    written = write_figure(pareto_figure(rows, metric), path, png=png)
+    front = pareto_front(rows, metric)
+    _print_rows(front, f"Pareto front: {len(front)} of {len(rows)} complete trials ({metric} vs params)")
+    for p in written:
+        out.print(f"wrote {p}")
+    if png and not chromium():
+        err.print("no PNG: chromium not found (Debian: apt-get install chromium)")
+
+
+@spaces_app.callback()
+def spaces(ctx: typer.Context) -> None:
+    """List the available search spaces."""
+    if ctx.invoked_subcommand:
+        return
+    from bench.space import SpaceError, list_spaces, load_space
+
+    table = Table("space", "objective", "params", "description", "file")
+    for name, path in list_spaces().items():
+        try:
+            s = load_space(str(path))
+            table.add_row(name, s.objective, str(len(s.params)), s.description.strip().split("\n")[0][:70], str(path))
+        except SpaceError as e:
+            table.add_row(name, "[red]invalid[/]", "", str(e)[:70], str(path))
+    out.print(table)
+
+
+@spaces_app.command("show")
+def spaces_show(name: str) -> None:
+    """Print one space, validated."""
+    from bench.space import SpaceError, load_space
+
+    try:
+        s = load_space(name)
+    except SpaceError as e:
+        fail(str(e))
+    out.print(f"# {s.source}", highlight=False)
+    out.print(s.to_yaml(), highlight=False)
+
+
+@app.command("lr-find")
+def lr_find(
+    objective: str = typer.Argument("tinynet"),
+    params: Optional[str] = typer.Option(None, "--params", help="Model params as key=value,... (the rest are defaults)."),
+    low: float = typer.Option(1e-6, "--low"),
+    high: float = typer.Option(1.0, "--high"),
+    steps: int = typer.Option(100, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+) -> None:
+    """LR range test: print the suggested LR and plot loss against LR."""
+    import plotly.graph_objects as go
+
+    from bench import keras_train as kt
+    from bench.data import DataError
+    from bench.objective import TrialContext, get_objective
+    from bench.plots import write_figure
+
+    try:
+        obj = get_objective(objective)
+        p = obj.resolve(_parse_assignments(params))
+        obj.set_seed(seed)
+        ctx = TrialContext(seed=seed, data_root=data, split_seed=seed)
+        split = obj.load_data(p, ctx)
+        found = kt.lr_find(obj.build(p, split), split, p, low, high, steps)
+    except (KeyError, ValueError, DataError) as e:
+        fail(str(e))
+    fig = go.Figure(go.Scatter(x=found["lr"], y=found["loss"], mode="lines", name="smoothed loss"))
+    fig.add_vline(x=found["suggested_lr"], line_dash="dash", annotation_text=f"suggested {found['suggested_lr']:.2g}")
+    fig.update_layout(xaxis=dict(type="log", title="learning rate"), yaxis_title="training loss (smoothed)",
+                      title=f"LR range test: {objective}", template="plotly_white")
+    written = write_figure(fig, results / "plots" / f"lr-find-{objective}.html")
+    out.print(f"suggested LR (steepest descent): {found['suggested_lr']:.3g}; loss minimum at {found['min_loss_lr']:.3g}")
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

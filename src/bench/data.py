@@ -1,0 +1,260 @@
+"""ImageFolder datasets: find the data, list it, decode once into an on-disk array cache, split it.
+
+Layouts accepted:
+  ROOT/train/<class>/*  and  ROOT/test/<class>/*      (the MIT 8-scene layout)
+  ROOT/<class>/*  plus a test fraction                (one folder, split here, stratified and seeded)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DATA_ENV = "BENCH_DATA"
+DEFAULT_ROOTS = (Path("data/mit8"), Path("../shared/data/mit8"))
+MISSING_DATA_HELP = (
+    "No image data found. Looked at --data, ${env} and {defaults}.\n"
+    "Point bench at a folder laid out as ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg "
+    "(or ROOT/<class>/*.jpg with --test-fraction), e.g. `bench search tinynet --data /path/to/mit8` "
+    "or `export BENCH_DATA=/path/to/mit8`.\n"
+    "The MIT 8-scene images (Oliva & Torralba, 2001; 'MIT_split', 1881 train / 807 test) are the reference data set."
+)
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file or folder."""
+
+
+def resolve_root(flag: str | os.PathLike | None = None) -> Path:
+    """The data root: --data, then $BENCH_DATA, then ./data/mit8, then ../shared/data/mit8."""
+    if flag:
+        root = Path(flag)
+        if not root.is_dir():
+            raise DataError(f"--data {root}: no such folder")
+        return root.resolve()
+    if os.environ.get(DATA_ENV):
+        root = Path(os.environ[DATA_ENV])
+        if not root.is_dir():
+            raise DataError(f"{DATA_ENV}={root}: no such folder")
+        return root.resolve()
+    for root in DEFAULT_ROOTS:
+        if root.is_dir():
+            return root.resolve()
+    raise DataError(MISSING_DATA_HELP.format(env=DATA_ENV, defaults=", ".join(map(str, DEFAULT_ROOTS))))
+
+
+@dataclass(frozen=True)
+class FileList:
+    """Image paths and integer labels of one split; labels index `classes`."""
+
+    paths: tuple[Path, ...]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What is on disk: class names (sorted, so their order is deterministic) and the train/test file lists."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: FileList
+    test: FileList
+
+    def fingerprint(self) -> str:
+        """Identity of the data: relative paths, sizes and mtimes of every file."""
+        h = hashlib.sha256()
+        for split in (self.train, self.test):
+            for p, y in zip(split.paths, split.labels):
+                st = p.stat()
+                h.update(f"{p.relative_to(self.root)}|{int(y)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{folder}: no class folders (expected {folder}/<class>/*.jpg)")
+    out = {}
+    for d in classes:
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{d}: empty class folder (no images with suffix {sorted(IMAGE_SUFFIXES)})")
+        out[d.name] = files
+    return out
+
+
+def _file_list(per_class: dict[str, list[Path]], classes: tuple[str, ...]) -> FileList:
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        paths += per_class[c]
+        labels += [i] * len(per_class[c])
+    return FileList(tuple(paths), np.asarray(labels, dtype=np.int64))
+
+
+def scan(root: str | os.PathLike, test_fraction: float = 0.3, seed: int = 0) -> Catalog:
+    """List the images under root, with either layout, and check them against each other."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if (root / "train").is_dir():
+        train = _class_files(root / "train")
+        if not (root / "test").is_dir():
+            raise DataError(f"{root}: has train/ but no test/ folder")
+        test = _class_files(root / "test")
+        if set(train) != set(test):
+            raise DataError(
+                f"{root}: test classes differ from train classes: "
+                f"only in train {sorted(set(train) - set(test))}, only in test {sorted(set(test) - set(train))}"
+            )
+        classes = tuple(sorted(train))
+        return Catalog(root, classes, _file_list(train, classes), _file_list(test, classes))
+    if not 0 < test_fraction < 1:
+        raise DataError(f"{root}: single-folder layout needs 0 < test fraction < 1, got {test_fraction}")
+    per_class = _class_files(root)
+    classes = tuple(sorted(per_class))
+    every = _file_list(per_class, classes)
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_test = train_test_split(
+        np.arange(len(every.paths)), test_size=test_fraction, stratify=every.labels, random_state=seed
+    )
+    pick = lambda idx: FileList(tuple(every.paths[i] for i in sorted(idx)), every.labels[np.sort(idx)])  # noqa: E731
+    return Catalog(root, classes, pick(idx_train), pick(idx_test))
+
+
+def decode(path: Path, size: int, color: bool = True) -> np.ndarray:
+    """One image as uint8 HxWxC: any mode converted to RGB (or L), any size resized to size x size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if color else "L").resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e})") from e
+    return arr if color else arr[..., None]
+
+
+@dataclass
+class Arrays:
+    """Decoded images of a catalog at one (size, colour): uint8 N x H x W x C, labels int64."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+    paths_train: tuple[Path, ...] = field(default=(), repr=False)
+    paths_test: tuple[Path, ...] = field(default=(), repr=False)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "bench"))
+
+
+def _decode_all(paths: tuple[Path, ...], size: int, color: bool) -> np.ndarray:
+    channels = 3 if color else 1
+    if not paths:
+        return np.zeros((0, size, size, channels), np.uint8)
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while decoding
+        return np.stack(list(pool.map(lambda p: decode(p, size, color), paths)))
+
+
+_MEMO: dict[tuple, Arrays] = {}
+
+
+def load_arrays(catalog: Catalog, size: int, color: bool = True, cache_dir: Path | None = None) -> Arrays:
+    """Decode each image once per (data, size, colour) into .npy files; later calls load those (memoised in-process)."""
+    key = (catalog.fingerprint(), int(size), bool(color))
+    if key in _MEMO:
+        return _MEMO[key]
+    folder = (cache_dir or default_cache_dir()) / "images" / f"{key[0]}-{size}-{'rgb' if color else 'gray'}"
+    names = ("x_train", "x_test")
+    if all((folder / f"{n}.npy").exists() for n in names):
+        x_train, x_test = (np.load(folder / f"{n}.npy") for n in names)
+    else:
+        x_train = _decode_all(catalog.train.paths, size, color)
+        x_test = _decode_all(catalog.test.paths, size, color)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, x in zip(names, (x_train, x_test)):
+            tmp = folder / f"{n}.tmp.npy"  # write then rename: a killed run never leaves half a cache
+            np.save(tmp, x)
+            tmp.replace(folder / f"{n}.npy")
+        (folder / "meta.json").write_text(json.dumps({"root": str(catalog.root), "classes": catalog.classes}))
+    arrays = Arrays(
+        x_train, catalog.train.labels, x_test, catalog.test.labels, catalog.classes, catalog.train.paths, catalog.test.paths
+    )
+    _MEMO[key] = arrays
+    return arrays
+
+
+# --- splits: stratified and seeded, all by index so arrays are never copied more than once ---
+
+
+def holdout_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices: a stratified, seeded hold-out of `fraction` of the labels."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    idx = np.arange(len(labels))
+    fit, val = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    if len(fit) == 0 or len(val) == 0:
+        raise DataError(f"validation split of {len(labels)} images at fraction {fraction} leaves an empty split")
+    return np.sort(fit), np.sort(val)
+
+
+def tiny_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """A seeded subset of `per_class` images of each class (the paper's 400-image set is 50 per class)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise DataError(f"class {c} has {len(members)} images, fewer than the {per_class} per class asked for")
+        out.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def kfold_indices(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, seeded k-fold: a list of (fit, validation) index pairs."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(fit, val) for fit, val in folds.split(np.zeros(len(labels)), labels)]
+
+
+@dataclass
+class Split:
+    """What an objective trains and is judged on. Test is measured and stored, never used to select."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def make_split(arrays: Arrays, val_fraction: float, seed: int, tiny_per_class: int | None = None) -> Split:
+    """Hold out a validation part of train; optionally train on a tiny per-class subset of the rest."""
+    fit, val = holdout_indices(arrays.y_train, val_fraction, seed)
+    if tiny_per_class:
+        fit = fit[tiny_indices(arrays.y_train[fit], tiny_per_class, seed)]
+    if len(arrays.y_test) == 0:
+        raise DataError("the test split is empty")
+    return Split(
+        arrays.x_train[fit], arrays.y_train[fit], arrays.x_train[val], arrays.y_train[val],
+        arrays.x_test, arrays.y_test, arrays.classes,
+    )

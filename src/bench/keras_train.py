@@ -1,0 +1,150 @@
+"""Keras training shared by the neural families: optimizers, the one-cycle policy, per-epoch reporting, the LR finder."""
+from __future__ import annotations
+
+import gc
+import math
+from typing import Any
+
+import numpy as np
+
+from bench.data import Split
+from bench.objective import FitInfo, TrialContext, TrialFailed
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta", "adagrad")
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def keras():
+    import keras as _keras  # heavy: imported only when a neural family runs
+
+    return _keras
+
+
+def seed_everything(seed: int) -> None:
+    keras().utils.set_random_seed(seed)
+
+
+def one_cycle(max_lr: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e4):
+    """The one-cycle policy (Smith, 2018): linear warm-up from max_lr/div to max_lr, then cosine down to max_lr/final_div."""
+    k = keras()
+
+    class OneCycle(k.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            ops = k.ops
+            step = ops.cast(step, "float32")
+            up = max(1.0, warmup * total_steps)
+            down = max(1.0, total_steps - up)
+            start, end = max_lr / div, max_lr / final_div
+            warm = start + (max_lr - start) * step / up
+            t = ops.minimum(1.0, (step - up) / down)
+            cool = end + (max_lr - end) * 0.5 * (1 + ops.cos(math.pi * t))
+            return ops.where(step < up, warm, cool)
+
+        def get_config(self):
+            return {"max_lr": max_lr, "total_steps": total_steps}
+
+    return OneCycle()
+
+
+def make_optimizer(name: str, lr: Any, momentum: float | None = None):
+    opt = keras().optimizers
+    if name == "sgd":
+        return opt.SGD(learning_rate=lr, momentum=momentum or 0.0)
+    if name == "rmsprop":
+        return opt.RMSprop(learning_rate=lr, momentum=momentum or 0.0)
+    if name == "adam":
+        return opt.Adam(learning_rate=lr)
+    if name == "adadelta":
+        return opt.Adadelta(learning_rate=lr)
+    if name == "adagrad":
+        return opt.Adagrad(learning_rate=lr)
+    raise ValueError(f"unknown optimizer '{name}'; one of {OPTIMIZERS}")
+
+
+def _report_callback(ctx: TrialContext, total_epochs: int):
+    k = keras()
+
+    class Report(k.callbacks.Callback):
+        """Sends each epoch's metrics to the backend (which may prune) and fails the trial on a NaN loss."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {key: float(v) for key, v in (logs or {}).items()}
+            if not math.isfinite(logs.get("loss", 0.0)):
+                raise TrialFailed(f"loss became NaN at epoch {epoch + 1}")
+            ctx.report(epoch, logs, total_epochs)
+
+    return Report()
+
+
+def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
+    """Compile with the params' optimizer (one-cycle if asked), fit on the fit split, validate each epoch."""
+    k = keras()
+    epochs, batch = int(params["epochs"]), int(params["batch_size"])
+    steps = epochs * math.ceil(len(split.y_fit) / batch)
+    lr = one_cycle(params["lr"], steps) if params.get("one_cycle") else params["lr"]
+    model.compile(
+        optimizer=make_optimizer(params["optimizer"], lr, params.get("momentum")),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks = [_report_callback(ctx, epochs)]
+    if params.get("patience"):
+        callbacks.append(
+            k.callbacks.EarlyStopping(monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True)
+        )
+    history = model.fit(
+        split.x_fit, split.y_fit, batch_size=batch, epochs=epochs, validation_data=(split.x_val, split.y_val),
+        callbacks=callbacks, verbose=0, shuffle=True,
+    )
+    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return FitInfo(epochs=len(curves.get("loss", [])), history=curves)
+
+
+def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def release_keras() -> None:
+    """Long sweeps in one process leak graph memory: clear Keras' global state after every trial."""
+    keras().backend.clear_session()
+    gc.collect()
+
+
+def lr_find(model, split: Split, params: dict[str, Any], low: float = 1e-6, high: float = 1.0, steps: int = 100) -> dict:
+    """LR range test (Smith, 2015): raise the LR exponentially each batch and record the smoothed loss.
+
+    Suggests the LR of steepest loss descent, the usual pick for the one-cycle peak.
+    """
+    k = keras()
+    batch = int(params["batch_size"])
+    model.compile(optimizer=make_optimizer(params["optimizer"], low, params.get("momentum")),
+                  loss="sparse_categorical_crossentropy")
+    lrs = np.geomspace(low, high, steps)
+    losses: list[float] = []
+
+    class Sweep(k.callbacks.Callback):
+        def on_train_batch_begin(self, batch_index, logs=None):
+            self.model.optimizer.learning_rate.assign(lrs[len(losses)])
+
+        def on_train_batch_end(self, batch_index, logs=None):
+            losses.append(float(logs["loss"]))
+            if len(losses) >= steps or not math.isfinite(losses[-1]) or losses[-1] > 4 * min(losses):
+                self.model.stop_training = True
+
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(split.y_fit), size=steps * batch, replace=len(split.y_fit) < steps * batch)
+    model.fit(split.x_fit[idx], split.y_fit[idx], batch_size=batch, epochs=1, callbacks=[Sweep()], verbose=0, shuffle=False)
+    smooth = _smooth(np.asarray(losses))
+    n = len(smooth)
+    grads = np.gradient(smooth) if n > 2 else np.zeros(n)
+    best = int(np.argmin(grads[: max(1, n - 2)])) if n > 2 else 0
+    return {"lr": lrs[:n].tolist(), "loss": smooth.tolist(), "suggested_lr": float(lrs[best]),
+            "min_loss_lr": float(lrs[int(np.argmin(smooth))])}
+
+
+def _smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
+    out, avg = np.empty_like(values), 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        out[i] = avg / (1 - beta ** (i + 1))
+    return out

@@ -1,0 +1,42 @@
+"""Live progress for a search: a bar over the study's trials and one over the running trial's epochs."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class SearchProgress:
+    def __init__(self, console: Console | None = None):
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console or Console(stderr=True),
+        )
+        self.trials = self.epochs = None
+        self.best: float | None = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def begin(self, study_done: int, total: int) -> None:
+        self.trials = self.progress.add_task("trials", total=total, completed=study_done, info="")
+        self.epochs = self.progress.add_task("  epochs", total=None, info="")
+
+    def start_trial(self, number: int) -> None:
+        self.progress.update(self.epochs, description=f"  trial {number}", completed=0, total=None, info="")
+
+    def epoch(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
+        info = " ".join(f"{k}={metrics[k]:.3f}" for k in ("loss", "val_accuracy") if k in metrics)
+        self.progress.update(self.epochs, completed=epoch + 1, total=total or None, info=info)
+
+    def on_trial_finished(self, study, trial) -> None:
+        """Optuna callback: count every finished trial of the study, this worker's and the others'."""
+        from bench.backends.optuna import finished_count
+
+        if trial.values:
+            self.best = max(self.best or 0.0, trial.values[0])
+        best = f"best val_acc={self.best:.3f}" if self.best is not None else ""
+        self.progress.update(self.trials, completed=finished_count(study), info=f"{trial.state.name.lower()}  {best}")

@@ -1,0 +1,241 @@
+"""Declarative search spaces: YAML -> a typed, validated SearchSpace, and thin converters for each backend.
+
+A space file:
+
+    objective: tinynet
+    description: free text
+    params:
+      lr:        {type: float, low: 1.0e-4, high: 0.1, log: true}
+      blocks:    {type: int, low: 2, high: 6}
+      optimizer: {type: categorical, choices: [sgd, adam]}
+      momentum:  {type: float, low: 0.5, high: 0.99, when: {optimizer: sgd}}
+      epochs:    20                      # a bare value is fixed
+
+`when` holds only if every named param (declared earlier) has that value, or one of a list of values.
+A param whose condition fails is absent from the sampled dict; the objective's default applies.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class SpaceError(ValueError):
+    """A bad space file; the message is one line naming the file, the param and the reason."""
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    when: dict[str, Union[Scalar, list[Scalar]]] = Field(default_factory=dict)
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_bounds(self.low, self.high, self.log, self.step)
+        return self
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self):
+        _check_bounds(self.low, self.high, self.log, self.step)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be combined for int")
+        return self
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+
+class FixedParam(_Param):
+    type: Literal["fixed"]
+    value: Any
+
+
+Param = Union[FloatParam, IntParam, CategoricalParam, FixedParam]
+
+
+def _check_bounds(low, high, log, step):
+    if low > high:
+        raise ValueError(f"low ({low}) > high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0, got {low}")
+    if step is not None and step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+
+
+class SearchSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    objective: str
+    description: str = ""
+    params: dict[str, Param]
+    source: str = Field(default="<memory>", exclude=True)
+
+    # --- loading ---
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "<memory>") -> "SearchSpace":
+        if not isinstance(raw, dict):
+            raise SpaceError(f"{source}: expected a mapping with 'objective' and 'params', got {type(raw).__name__}")
+        params = raw.get("params")
+        if not isinstance(params, dict) or not params:
+            raise SpaceError(f"{source}: 'params' must be a non-empty mapping of name -> spec")
+        typed = {}
+        for name, spec in params.items():
+            if not isinstance(spec, dict):
+                spec = {"type": "fixed", "value": spec}
+            if "type" not in spec:
+                raise SpaceError(f"{source}: param '{name}': missing 'type' (float, int, categorical or fixed)")
+            kind = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam, "fixed": FixedParam}.get(spec["type"])
+            if kind is None:
+                raise SpaceError(f"{source}: param '{name}': unknown type {spec['type']!r} (float, int, categorical or fixed)")
+            try:
+                typed[name] = kind(**spec)
+            except ValidationError as e:
+                raise SpaceError(f"{source}: param '{name}': {_first_error(e)}") from None
+        declared: list[str] = []
+        for name, p in typed.items():
+            for dep in p.when:
+                if dep not in typed:
+                    raise SpaceError(f"{source}: param '{name}': condition on unknown param '{dep}'")
+                if dep not in declared:
+                    raise SpaceError(f"{source}: param '{name}': condition on '{dep}', which must be declared before it")
+            declared.append(name)
+        rest = {k: v for k, v in raw.items() if k != "params"}
+        try:
+            return cls(params=typed, source=source, **rest)
+        except ValidationError as e:
+            raise SpaceError(f"{source}: {_first_error(e)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SearchSpace":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise SpaceError(f"{path}: no such space file") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise SpaceError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+        return cls.from_dict(raw, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
+
+    # --- what is active ---
+
+    def active(self, name: str, chosen: dict[str, Any]) -> bool:
+        for dep, want in self.params[name].when.items():
+            options = want if isinstance(want, list) else [want]
+            if dep not in chosen or chosen[dep] not in options:
+                return False
+        return True
+
+    def fixed(self) -> dict[str, Any]:
+        return {n: p.value for n, p in self.params.items() if isinstance(p, FixedParam) and not p.when}
+
+    # --- converters: one per backend, each thin ---
+
+    def to_optuna(self, trial) -> dict[str, Any]:
+        """Sample a point with an Optuna trial. Optuna's bounds are inclusive."""
+        chosen: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if not self.active(name, chosen):
+                continue
+            if isinstance(p, FloatParam):
+                chosen[name] = trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, IntParam):
+                chosen[name] = trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, CategoricalParam):
+                chosen[name] = trial.suggest_categorical(name, p.choices)
+            else:
+                chosen[name] = p.value
+        return chosen
+
+    def grid(self) -> dict[str, list]:
+        """Every grid axis, for Optuna's GridSampler: categoricals, ints, and floats with a step."""
+        axes = {}
+        for name, p in self.params.items():
+            if isinstance(p, CategoricalParam):
+                axes[name] = list(p.choices)
+            elif isinstance(p, IntParam):
+                axes[name] = list(range(p.low, p.high + 1, p.step)) if not p.log else _log_ints(p.low, p.high)
+            elif isinstance(p, FloatParam):
+                if p.step is None:
+                    raise SpaceError(f"{self.source}: param '{name}': the grid sampler needs a step (or choices) for floats")
+                n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
+                axes[name] = [round(p.low + i * p.step, 12) for i in range(n)]
+        return axes
+
+
+def _log_ints(low: int, high: int) -> list[int]:
+    out, v = [], low
+    while v <= high:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not isinstance(x, int))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{err['loc'][-1]}'"
+    return f"{loc}: {msg}" if loc else msg
+
+
+# --- finding spaces ---
+
+
+def space_dirs() -> list[Path]:
+    """Where named spaces live: ./search_spaces, then the project's own search_spaces/."""
+    here = Path(__file__).resolve().parents[2] / "search_spaces"
+    dirs = [Path("search_spaces").resolve(), here]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def list_spaces() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in space_dirs():
+        for f in sorted(d.rglob("*.yaml")):
+            found.setdefault(f.relative_to(d).with_suffix("").as_posix(), f)
+    return found
+
+
+def find_space(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise SpaceError(f"{p}: no such space file")
+        return p
+    spaces = list_spaces()
+    if name_or_path not in spaces:
+        raise SpaceError(f"no space named '{name_or_path}'; available: {', '.join(spaces) or 'none'}")
+    return spaces[name_or_path]
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    return SearchSpace.from_yaml(find_space(name_or_path))
