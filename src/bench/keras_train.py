@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -15,9 +17,19 @@ MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 
 
 def keras():
-    import keras as _keras  # heavy: imported only when a neural family runs
-
-    return _keras
+    """Keras, imported only when a neural family runs; TensorFlow's C++ start-up banner is kept off stderr."""
+    if "keras" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(devnull)
+            os.close(saved)
+    return sys.modules["keras"]
 
 
 def seed_everything(seed: int) -> None:

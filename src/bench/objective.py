@@ -69,6 +69,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     """accuracy, balanced accuracy, macro-F1 and log loss of class probabilities."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 
+    proba = proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)  # float32 softmax rows drift from 1
     pred = proba.argmax(axis=1)
     labels = np.arange(proba.shape[1])
     finite = np.all(np.isfinite(proba))
@@ -148,6 +149,10 @@ class Objective:
     def release(self, model: Any) -> None:
         """Free what the model holds between trials."""
 
+    def validation_metrics(self, model: Any, split: bdata.Split, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        """What the search selects on: the hold-out by default; a family may use cross-validation instead."""
+        return classification_metrics(split.y_val, self.predict_proba(model, split.x_val))
+
     def set_seed(self, seed: int) -> None:
         """Seed every RNG the family uses; families with their own RNGs (Keras) extend this."""
         random.seed(seed)
@@ -172,7 +177,7 @@ class Objective:
             start = time.perf_counter()
             info = self.fit(model, split, params, ctx)
             fit_seconds = time.perf_counter() - start
-            val = classification_metrics(split.y_val, self.predict_proba(model, split.x_val))
+            val = self.validation_metrics(model, split, params, ctx)
             test = classification_metrics(split.y_test, self.predict_proba(model, split.x_test))
         finally:
             self.release(model)

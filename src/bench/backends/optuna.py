@@ -62,6 +62,7 @@ def multi_objective(config: SearchConfig) -> bool:
 
 
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize", "minimize"] if multi_objective(config) else ["maximize"]
     study = optuna.create_study(
         study_name=config.study, storage=make_storage(config), sampler=make_sampler(config.sampler, space, config.seed),
@@ -105,7 +106,6 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
 
 def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
     """One worker: run trials on the shared study until it holds config.trials finished trials."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, space)
     board = Leaderboard(config.db_url)
