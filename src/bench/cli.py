@@ -66,7 +66,7 @@ def search(
     trials: int = typer.Option(200, "--trials", min=1, help="Finished trials the study should hold (a re-run continues up to it)."),
     backend: str = typer.Option("optuna", "--backend"),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, random, grid, cmaes, nsga2 (accuracy vs params)."),
-    pruner: str = typer.Option("hyperband", "--pruner", help="none, median, hyperband."),
+    pruner: str = typer.Option("asha", "--pruner", help="asha (successive halving), hyperband, median, none."),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),

@@ -19,7 +19,7 @@ from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "asha")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -37,13 +37,16 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
     raise ValueError(f"unknown sampler '{name}'; one of {SAMPLERS}")
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
+    """Pruners act on the per-epoch validation accuracy. asha is successive halving: rungs at 2, 6, 18 epochs."""
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
+    if name == "hyperband":  # a known epoch budget sets the brackets now, not after the first full trial
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs or "auto", reduction_factor=3)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
     raise ValueError(f"unknown pruner '{name}'; one of {PRUNERS}")
 
 
@@ -66,7 +69,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     directions = ["maximize", "minimize"] if multi_objective(config) else ["maximize"]
     study = optuna.create_study(
         study_name=config.study, storage=make_storage(config), sampler=make_sampler(config.sampler, space, config.seed),
-        pruner=make_pruner(config.pruner), directions=directions, load_if_exists=True,
+        pruner=make_pruner(config.pruner, space.fixed().get("epochs")), directions=directions, load_if_exists=True,
     )
     if list(study.directions) != [getattr(optuna.study.StudyDirection, d.upper()) for d in directions]:
         raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")

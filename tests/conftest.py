@@ -1,0 +1,61 @@
+"""Shared fixtures: small samples of the real MIT8 images (symlinked, never copied into the project) and made-up data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+MIT8 = Path(os.environ.get("BENCH_TEST_MIT8", REPO.parent / "shared" / "data" / "mit8"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _sample(dest: Path, train_per_class: int, test_per_class: int) -> Path:
+    if not MIT8.is_dir():
+        pytest.skip(f"the MIT8 data is not at {MIT8} (set BENCH_TEST_MIT8)")
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for cls in sorted(p.name for p in (MIT8 / split).iterdir()):
+            (dest / split / cls).mkdir(parents=True)
+            for f in sorted((MIT8 / split / cls).iterdir())[:n]:
+                (dest / split / cls / f.name).symlink_to(f)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def mit8() -> Path:
+    if not MIT8.is_dir():
+        pytest.skip(f"the MIT8 data is not at {MIT8}")
+    return MIT8
+
+
+@pytest.fixture(scope="session")
+def tiny_mit8(tmp_path_factory) -> Path:
+    """8 train and 3 test images per class of the real data: 64 + 24 images."""
+    return _sample(tmp_path_factory.mktemp("tiny_mit8"), 8, 3)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test session gets its own decoded-image cache, so tests never read a user's cache."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_image(path: Path, size=(40, 30), mode="RGB", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    arr = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.squeeze() if channels == 1 else arr, mode).save(path)
+    return path
+
+
+def make_folder(root: Path, classes=("a", "b"), train=4, test=2, **image_kw) -> Path:
+    for split, n in (("train", train), ("test", test)):
+        for ci, cls in enumerate(classes):
+            for i in range(n):
+                make_image(root / split / cls / f"{i}.png", seed=ci * 100 + i, **image_kw)
+    return root

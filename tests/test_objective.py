@@ -1,0 +1,107 @@
+"""The objective contract, on a tiny sample of the real images: build -> fit (1 epoch) -> Result."""
+import math
+
+import numpy as np
+import pytest
+
+from bench.objective import OBJECTIVES, Pruned, Result, TrialContext, TrialFailed, get_objective
+from objectives.tinynet import TinyNet
+
+# quick params per family for the contract suite (1 epoch, small inputs)
+QUICK = {
+    "tinynet": {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16},
+}
+
+
+def ctx_for(root, **kw):
+    return TrialContext(seed=kw.pop("seed", 0), data_root=root, val_fraction=0.25, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_honours_the_contract(name, tiny_mit8):
+    if name not in QUICK:
+        pytest.skip(f"{name} has its own suite")
+    result = get_objective(name).run(QUICK[name], ctx_for(tiny_mit8))
+    assert isinstance(result, Result)
+    for field in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "test_accuracy", "test_balanced_accuracy", "test_macro_f1"):
+        assert 0.0 <= getattr(result, field) <= 1.0
+    assert math.isfinite(result.val_loss) and math.isfinite(result.test_loss)
+    assert result.n_params > 0 and result.epochs == 1 and result.fit_seconds > 0
+    assert result.ratio == pytest.approx(result.val_accuracy * 1e5 / result.n_params)
+    assert result.extras["classes"][0] == "Opencountry"
+
+
+def _built(params):
+    net = TinyNet()
+    from bench.data import Split
+
+    size = params.get("input_size", 64)
+    x = np.zeros((2, size, size, 3), np.uint8)
+    y = np.zeros(2, int)
+    model = net.build(net.resolve(params), Split(x, y, x, y, x, y, tuple("abcdefgh")))
+    return net, model
+
+
+def test_paper_baseline_has_34472_params():
+    net, model = _built(dict(input_size=32, blocks=2, base_filters=32, growth=1.0, kernel_size=5, padding="valid",
+                             downsample="maxpool", head="flatten", batch_norm=False))
+    assert net.count_params(model) == 34_472
+    net.release(model)
+
+
+def test_paper_final_tinynet_is_expressible():
+    net, model = _built(dict(input_size=64, blocks=4, base_filters=32, growth=2.0, kernel_size=3, downsample="stride2",
+                             batch_norm=True, init="he_normal", head="gap"))
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [32, 64, 128, 256]
+    assert all(c.strides == (2, 2) and c.kernel_size == (3, 3) for c in convs)
+    assert model.layers[-2].__class__.__name__ == "GlobalAveragePooling2D"
+    net.release(model)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(residual=True), dict(separable=True), dict(residual=True, separable=True, downsample="maxpool"),
+    dict(blocks=6, input_size=32, convs_per_block=2, residual=True),
+])
+def test_residual_and_separable_blocks_build(extra):
+    net, model = _built({"input_size": 48, "base_filters": 8, **extra})
+    kinds = {layer.__class__.__name__ for layer in model.layers}
+    assert ("Add" in kinds) == bool(extra.get("residual"))
+    assert ("SeparableConv2D" in kinds) == bool(extra.get("separable"))
+    assert model.output_shape == (None, 8)
+    net.release(model)
+
+
+def test_same_seed_same_metrics(tiny_mit8):
+    params = dict(QUICK["tinynet"], epochs=2)
+    a = TinyNet().run(params, ctx_for(tiny_mit8, seed=7))
+    b = TinyNet().run(params, ctx_for(tiny_mit8, seed=7))
+    assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4) and a.val_accuracy == b.val_accuracy
+    assert a.extras["history"]["loss"] == pytest.approx(b.extras["history"]["loss"], rel=1e-4)
+
+
+def test_nan_loss_fails_the_trial(tiny_mit8):
+    params = dict(QUICK["tinynet"], optimizer="sgd", lr=1e12, momentum=0.9, init="random_normal", batch_norm=False, epochs=3)
+    with pytest.raises(TrialFailed, match="loss became NaN"):
+        TinyNet().run(params, ctx_for(tiny_mit8))
+
+
+def test_parameter_budget_skips_before_training(tiny_mit8):
+    ctx = ctx_for(tiny_mit8, max_params=1000)
+    with pytest.raises(TrialFailed, match="exceed --max-params 1,000; skipped before training"):
+        TinyNet().run(QUICK["tinynet"], ctx)
+    assert ctx.curve == []  # not one epoch was trained
+
+
+def test_report_hook_prunes_and_keeps_the_curve(tiny_mit8):
+    seen = []
+    ctx = ctx_for(tiny_mit8, report_hook=lambda epoch, m: seen.append(m["val_accuracy"]) or epoch >= 1)
+    with pytest.raises(Pruned, match="after epoch 2"):
+        TinyNet().run(dict(QUICK["tinynet"], epochs=5), ctx)
+    assert len(seen) == 2 and [c["epoch"] for c in ctx.curve] == [0, 1]
+    assert ctx.n_params > 0
+
+
+def test_unknown_params_are_rejected():
+    with pytest.raises(ValueError, match="unknown params \\['colour_mode'\\]"):
+        TinyNet().resolve({"colour_mode": 1})
