@@ -49,7 +49,7 @@ def with_param(name, spec):
     ("objective: tinynet\nparams: {lr: [1, 2\n", "invalid YAML"),
     ({"objective": "tinynet", "params": {
         "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "sgd"}},
-        "opt": {"type": "categorical", "choices": ["sgd"]}}}, "param 'm': condition on 'opt', which must be declared before it"),
+        "opt": {"type": "categorical", "choices": ["sgd"], "when": {"m": 0.5}}}}, "conditions form a cycle"),
 ])
 def test_bad_spaces_give_one_line_naming_file_param_and_reason(tmp_path, data, needle):
     path = write(tmp_path, data)
@@ -104,6 +104,13 @@ def test_condition_with_a_list_of_values():
         "opt": {"type": "categorical", "choices": ["sgd", "rmsprop", "adam"]},
         "momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"opt": ["sgd", "rmsprop"]}}}})
     assert space.active("momentum", {"opt": "rmsprop"}) and not space.active("momentum", {"opt": "adam"})
+
+
+def test_a_condition_may_name_a_param_declared_after_it():
+    space = SearchSpace.from_dict({"objective": "x", "params": {
+        "momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"opt": "sgd"}},
+        "opt": {"type": "categorical", "choices": ["sgd", "adam"]}}})
+    assert list(space.params) == ["opt", "momentum"]
 
 
 def test_grid_axes():

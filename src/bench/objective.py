@@ -20,6 +20,7 @@ from bench import data as bdata
 # The one place families are registered: name -> "module:Class", imported only when asked for.
 OBJECTIVES: dict[str, str] = {
     "tinynet": "objectives.tinynet:TinyNet",
+    "bovw": "objectives.bovw:BoVW",
 }
 
 

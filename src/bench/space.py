@@ -11,7 +11,7 @@ A space file:
       momentum:  {type: float, low: 0.5, high: 0.99, when: {optimizer: sgd}}
       epochs:    20                      # a bare value is fixed
 
-`when` holds only if every named param (declared earlier) has that value, or one of a list of values.
+`when` holds only if every named param has that value, or one of a list of values.
 A param whose condition fails is absent from the sampled dict; the objective's default applies.
 """
 from __future__ import annotations
@@ -114,14 +114,11 @@ class SearchSpace(BaseModel):
                 typed[name] = kind(**spec)
             except ValidationError as e:
                 raise SpaceError(f"{source}: param '{name}': {_first_error(e)}") from None
-        declared: list[str] = []
         for name, p in typed.items():
             for dep in p.when:
                 if dep not in typed:
                     raise SpaceError(f"{source}: param '{name}': condition on unknown param '{dep}'")
-                if dep not in declared:
-                    raise SpaceError(f"{source}: param '{name}': condition on '{dep}', which must be declared before it")
-            declared.append(name)
+        typed = _sampling_order(typed, source)
         rest = {k: v for k, v in raw.items() if k != "params"}
         try:
             return cls(params=typed, source=source, **rest)
@@ -188,6 +185,27 @@ class SearchSpace(BaseModel):
                 n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
                 axes[name] = [round(p.low + i * p.step, 12) for i in range(n)]
         return axes
+
+
+def _sampling_order(params: dict[str, Param], source: str) -> dict[str, Param]:
+    """Declaration order, except that a param comes after the params its condition reads."""
+    ordered: dict[str, Param] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            raise SpaceError(f"{source}: param '{name}': conditions form a cycle")
+        visiting.add(name)
+        for dep in params[name].when:
+            visit(dep)
+        visiting.discard(name)
+        ordered[name] = params[name]
+
+    for name in params:
+        visit(name)
+    return ordered
 
 
 def _log_ints(low: int, high: int) -> list[int]:

@@ -1,0 +1,121 @@
+"""End-to-end Optuna searches through the CLI on a tiny real sample: real journal storage, real SQLite leaderboard."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.leaderboard import Leaderboard, db_url
+
+SPACE = {
+    "objective": "tinynet",
+    "params": {
+        "input_size": 32,
+        "blocks": 2,
+        "base_filters": {"type": "int", "low": 4, "high": 12, "step": 4},
+        "kernel_size": {"type": "categorical", "choices": [3, 5]},
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "momentum": {"type": "float", "low": 0.8, "high": 0.9, "when": {"optimizer": "sgd"}},
+        "epochs": 1,
+        "batch_size": 16,
+    },
+}
+
+
+def search(tmp_path, data, *args, space=SPACE):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    run = CliRunner().invoke(app, ["search", "tinynet", "--space", str(path), "--data", str(data),
+                                   "--results", str(tmp_path / "results"), "--pruner", "none", *args])
+    return run
+
+
+def rows(tmp_path, **kw):
+    return Leaderboard(db_url(None, tmp_path / "results")).query(**kw)
+
+
+def test_search_writes_real_leaderboard_rows_and_resumes(tmp_path, tiny_mit8):
+    first = search(tmp_path, tiny_mit8, "--trials", "2", "--seed", "1")
+    assert first.exit_code == 0, first.output
+    stored = rows(tmp_path, study="space")
+    assert [r["trial_number"] for r in sorted(stored, key=lambda r: r["trial_number"])] == [0, 1]
+    for r in stored:
+        assert r["status"] == "complete" and r["objective"] == "tinynet" and r["backend"] == "optuna"
+        assert 0 <= r["val_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1 and r["n_params"] > 0
+        assert r["ratio"] == pytest.approx(r["val_accuracy"] * 1e5 / r["n_params"])
+        assert r["params"]["input_size"] == 32 and r["epochs"] == 1 and r["code_version"]
+        assert r["extras"]["classes"][:2] == ["Opencountry", "coast"]
+        assert r["seed"] == 1 + r["trial_number"]
+
+    again = search(tmp_path, tiny_mit8, "--trials", "3", "--seed", "1")  # continues the same study
+    assert again.exit_code == 0, again.output
+    numbers = sorted(r["trial_number"] for r in rows(tmp_path, study="space"))
+    assert numbers == [0, 1, 2]
+    done = search(tmp_path, tiny_mit8, "--trials", "3", "--seed", "1")  # already complete: nothing re-run
+    assert done.exit_code == 0 and len(rows(tmp_path)) == 3
+
+    board = CliRunner().invoke(app, ["leaderboard", "--results", str(tmp_path / "results"), "--format", "json", "--sort", "params"])
+    listed = json.loads(board.stdout)
+    assert [r["n_params"] for r in listed] == sorted(r["n_params"] for r in listed)
+
+
+def test_a_failing_trial_is_stored_and_the_sweep_goes_on(tmp_path, tiny_mit8):
+    space = {"objective": "tinynet", "params": {
+        "input_size": 32, "blocks": 2, "base_filters": 4, "epochs": 1, "batch_size": 16,
+        "padding": {"type": "categorical", "choices": ["valid", "same"]},
+        "residual": {"type": "categorical", "choices": [True]},
+    }}
+    run = search(tmp_path, tiny_mit8, "--trials", "4", "--sampler", "random", space=space)
+    assert run.exit_code == 0, run.output
+    stored = rows(tmp_path)
+    assert len(stored) == 4
+    failed = [r for r in stored if r["status"] == "failed"]
+    complete = [r for r in stored if r["status"] == "complete"]
+    assert failed and complete
+    assert all(r["params"]["padding"] == "valid" for r in failed)
+    assert all("residual blocks need padding=same" in r["failure_reason"] for r in failed)
+
+
+def test_nsga2_is_multi_objective_and_asha_prunes(tmp_path, tiny_mit8):
+    run = search(tmp_path, tiny_mit8, "--trials", "2", "--sampler", "nsga2", "--study", "multi")
+    assert run.exit_code == 0, run.output
+    assert len(rows(tmp_path, study="multi", status="complete")) == 2
+
+    space = dict(SPACE, params={**SPACE["params"], "epochs": 4})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    run = CliRunner().invoke(app, ["search", "tinynet", "--space", str(path), "--data", str(tiny_mit8), "--results",
+                                   str(tmp_path / "results"), "--pruner", "asha", "--study", "pruned", "--trials", "5"])
+    assert run.exit_code == 0, run.output
+    stored = rows(tmp_path, study="pruned")
+    assert len(stored) == 5 and {r["status"] for r in stored} <= {"complete", "pruned"}
+    for r in stored:
+        if r["status"] == "pruned":  # the partial curve and size of a pruned trial are kept
+            assert r["n_params"] > 0 and r["extras"]["history"] and r["epochs"] is None
+
+
+def test_two_worker_processes_share_one_study(tmp_path, tiny_mit8):
+    run = search(tmp_path, tiny_mit8, "--trials", "4", "--jobs", "2", "--study", "parallel")
+    assert run.exit_code == 0, run.output
+    numbers = sorted(r["trial_number"] for r in rows(tmp_path, study="parallel"))
+    assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
+
+
+def test_same_seed_same_params_and_metrics(tmp_path, tiny_mit8):
+    a = search(tmp_path / "a", tiny_mit8, "--trials", "2", "--seed", "5")
+    b = search(tmp_path / "b", tiny_mit8, "--trials", "2", "--seed", "5")
+    assert a.exit_code == b.exit_code == 0
+    ra = sorted(rows(tmp_path / "a"), key=lambda r: r["trial_number"])
+    rb = sorted(rows(tmp_path / "b"), key=lambda r: r["trial_number"])
+    assert [r["params"] for r in ra] == [r["params"] for r in rb]
+    assert [r["val_loss"] for r in ra] == pytest.approx([r["val_loss"] for r in rb], rel=1e-4)
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = search(tmp_path, tmp_path / "nope", "--trials", "1")
+    assert run.exit_code == 2 and "no such folder" in run.output
