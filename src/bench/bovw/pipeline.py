@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -447,8 +448,10 @@ class BoVWPipeline:
                 d = chi2_distance(x, x)
                 self.gamma_ = cfg.gamma / max(float(d.mean()), 1e-12)
             gram = np.exp(-self.gamma_ * d) if cfg.svm_kernel == "chi2" else self._kernel(x, x)
-            self.clf = SVC(kernel="precomputed", C=cfg.C, probability=True, random_state=cfg.classifier_seed,
-                           cache_size=500).fit(gram.astype(np.float64), y)
+            with warnings.catch_warnings():  # sklearn 1.9 deprecates probability=True (removal planned for 1.11)
+                warnings.simplefilter("ignore", FutureWarning)
+                self.clf = SVC(kernel="precomputed", C=cfg.C, probability=True, random_state=cfg.classifier_seed,
+                               cache_size=500).fit(gram.astype(np.float64), y)
             self.x_train_len = len(x)
             self.support_x = x[self.clf.support_]
         elif cfg.classifier == "knn":
