@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -135,17 +136,28 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for col in ("#", "study", "trial", "status", "val acc", "val bal", "test acc", "params", "ratio", "epochs", "fit s", "params / reason"):
-        table.add_column(col, justify="right" if col not in ("study", "status", "params / reason") else "left")
-    for i, r in enumerate(rows, 1):
-        detail = r["failure_reason"] or ", ".join(f"{k}={v}" for k, v in r["params"].items())
-        table.add_row(
-            str(i), r["study"], str(r["trial_number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["val_balanced_accuracy"]),
+    """Ranked rows; params (or the failure reason) in a last column when the terminal is wide, else under the table."""
+    wide = out.width >= 150
+    several = len({r["study"] for r in rows}) > 1
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for col in ("study",) * several + ("trial", "status", "val acc", "val bal", "test acc", "params", "ratio", "ep", "fit s"):
+        table.add_column(col, justify="left" if col in ("study", "status") else "right", no_wrap=True)
+    if wide:
+        table.add_column("params / reason", overflow="fold")
+    details = []
+    for r in rows:
+        detail = r["failure_reason"] or ", ".join(f"{k}={_fmt(v, '.3g') if isinstance(v, float) else v}" for k, v in r["params"].items())
+        details.append(f"[bold]{r['study']} #{r['trial_number']}[/]: {detail}")
+        cells = [
+            *([r["study"]] if several else []), str(r["trial_number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["val_balanced_accuracy"]),
             _fmt(r["test_accuracy"]), _fmt(r["n_params"], ","), _fmt(r["ratio"], ".2f"), _fmt(r["epochs"], "d"),
-            _fmt(r["fit_seconds"], ".1f"), detail[:120],
-        )
+            _fmt(r["fit_seconds"], ".1f"),
+        ]
+        table.add_row(*cells, *([detail] if wide else []))
     out.print(table)
+    if not wide:
+        for line in details:
+            out.print(line, highlight=False)
 
 
 @app.command()
@@ -216,13 +228,17 @@ def spaces(ctx: typer.Context) -> None:
         return
     from bench.space import SpaceError, list_spaces, load_space
 
-    table = Table("space", "objective", "params", "description", "file")
+    table = Table(title="search spaces (bench spaces show NAME; bench search OBJECTIVE --space NAME)", title_justify="left")
+    table.add_column("space", no_wrap=True)
+    table.add_column("objective", no_wrap=True)
+    table.add_column("params", justify="right")
+    table.add_column("description")
     for name, path in list_spaces().items():
         try:
             s = load_space(str(path))
-            table.add_row(name, s.objective, str(len(s.params)), s.description.strip().split("\n")[0][:70], str(path))
+            table.add_row(name, s.objective, str(len(s.params)), s.description.strip()[:100])
         except SpaceError as e:
-            table.add_row(name, "[red]invalid[/]", "", str(e)[:70], str(path))
+            table.add_row(name, "[red]invalid[/]", "", str(e))
     out.print(table)
 
 

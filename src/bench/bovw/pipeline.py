@@ -412,6 +412,11 @@ class BoVWPipeline:
         else:
             self.codebook_key, self.centers = fit_codebook(features, idx, cfg, self.cache_dir)
         self.descriptor_dim = features.dim
+        if cfg.encoding == "fisher":
+            dim = sum(pyramid_cells(cfg.levels, cfg.layout)) * fisher_dim(*self.fisher.means.shape, cfg.fisher_weights)
+            if dim * len(idx) * 4 > 4e9:
+                raise BoVWError(f"Fisher vectors of {dim:,} dims for {len(idx)} images would need "
+                                f"{dim * len(idx) * 4 / 1e9:.1f} GB: use fewer components, PCA dims or pyramid levels")
         x = self.encode(features, idx)
         self.encoded_dim = x.shape[1]
         self.scaler = StandardScaler().fit(x) if cfg.normalize == "standard" else None

@@ -1,0 +1,44 @@
+import pytest
+
+from bench.pareto import pareto_front
+from bench.plots import chromium, pareto_figure, write_figure
+
+
+def row(n, acc, params, **kw):
+    return {"study": "s", "trial_number": n, "val_accuracy": acc, "n_params": params, "test_accuracy": acc, "params": {"k": n}, **kw}
+
+
+TABLE = [
+    row(0, 0.80, 50_000),
+    row(1, 0.85, 400_000),
+    row(2, 0.70, 5_000),
+    row(3, 0.75, 60_000),   # dominated by 0 (less accurate, larger)
+    row(4, 0.85, 500_000),  # dominated by 1 (as accurate, larger)
+    row(5, 0.60, 5_000),    # dominated by 2 (same size, less accurate)
+    row(6, None, 1_000),    # no accuracy: ignored
+    row(7, 0.90, None),     # no size: ignored
+]
+
+
+def test_front_is_the_non_dominated_rows_by_size():
+    assert [r["trial_number"] for r in pareto_front(TABLE)] == [2, 0, 1]
+
+
+def test_front_on_another_metric():
+    rows = [row(0, 0.8, 10, test_accuracy=0.5), row(1, 0.7, 5, test_accuracy=0.6)]
+    assert [r["trial_number"] for r in pareto_front(rows, "test_accuracy")] == [1]
+    assert [r["trial_number"] for r in pareto_front(rows)] == [1, 0]
+
+
+def test_empty_and_single():
+    assert pareto_front([]) == []
+    assert [r["trial_number"] for r in pareto_front([row(9, 0.5, 10)])] == [9]
+
+
+def test_plot_writes_html_with_the_front_and_hover_params(tmp_path):
+    written = write_figure(pareto_figure(TABLE), tmp_path / "pareto.html", png=chromium() is not None)
+    html = written[0].read_text()
+    assert "Pareto front" in html and "k=4" in html and '"type":"log"' in html
+    if chromium():
+        png = tmp_path / "pareto.png"
+        assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
