@@ -100,8 +100,6 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             result = execute_trial(objective, params, ctx, board, config, "optuna", trial.number)
         except Pruned as e:
             raise optuna.TrialPruned(str(e)) from None
-        trial.set_user_attr("test_accuracy", result.test_accuracy)
-        trial.set_user_attr("n_params", result.n_params)
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
     return run
@@ -120,7 +118,7 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
     callbacks = [stop_at_total] + ([progress.on_trial_finished] if progress else [])
     study.optimize(
         _trial_function(objective, space, config, board, progress), n_trials=remaining, timeout=config.timeout,
-        catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True,
+        catch=(TrialFailed,), callbacks=callbacks,  # families free their own memory (Objective.release)
     )
 
 
