@@ -22,6 +22,7 @@ SPACE = {
         "epochs": 1,
         "batch_size": 16,
     },
+    "start": [{"kernel_size": 5, "lr": 0.005, "optimizer": "adam", "base_filters": 8}],
 }
 
 
@@ -41,8 +42,9 @@ def rows(tmp_path, **kw):
 def test_search_writes_real_leaderboard_rows_and_resumes(tmp_path, tiny_mit8):
     first = search(tmp_path, tiny_mit8, "--trials", "2", "--seed", "1")
     assert first.exit_code == 0, first.output
-    stored = rows(tmp_path, study="space")
-    assert [r["trial_number"] for r in sorted(stored, key=lambda r: r["trial_number"])] == [0, 1]
+    stored = sorted(rows(tmp_path, study="space"), key=lambda r: r["trial_number"])
+    assert [r["trial_number"] for r in stored] == [0, 1]
+    assert stored[0]["params"] == {**SPACE["start"][0], "input_size": 32, "blocks": 2, "epochs": 1, "batch_size": 16}
     for r in stored:
         assert r["status"] == "complete" and r["objective"] == "tinynet" and r["backend"] == "optuna"
         assert 0 <= r["val_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1 and r["n_params"] > 0

@@ -45,6 +45,7 @@ def with_param(name, spec):
     (with_param("lr", {"type": "double", "low": 0, "high": 1}), "param 'lr': unknown type 'double'"),
     (with_param("act", {"type": "categorical", "choices": []}), "param 'act': choices"),
     ({"objective": "tinynet", "params": {}}, "'params' must be a non-empty mapping"),
+    ({"objective": "tinynet", "params": {"a": 1}, "start": [{"b": 2}]}, "start[0]: ['b'] are not params of this space"),
     ({"objective": "tinynet", "params": {"a": 1}, "budget": 3}, "unknown key 'budget'"),
     ("objective: tinynet\nparams: {lr: [1, 2\n", "invalid YAML"),
     ({"objective": "tinynet", "params": {

@@ -25,6 +25,12 @@ def keras():
         os.dup2(devnull, 2)
         try:
             import keras  # noqa: F401
+            import tensorflow as tf
+
+            threads = int(os.environ.get("BENCH_THREADS", "0"))  # set per worker by `--jobs N`: cores / N each
+            if threads:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
         finally:
             os.dup2(saved, 2)
             os.close(devnull)

@@ -78,7 +78,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
         "accuracy": float(accuracy_score(y_true, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
         "macro_f1": float(f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
-        "loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1), labels=labels)) if finite else math.nan,
+        "loss": float(log_loss(y_true, proba, labels=labels)) if finite else math.nan,
     }
 
 

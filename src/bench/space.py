@@ -90,6 +90,7 @@ class SearchSpace(BaseModel):
     objective: str
     description: str = ""
     params: dict[str, Param]
+    start: list[dict[str, Any]] = Field(default_factory=list)  # known-good points the search evaluates first
     source: str = Field(default="<memory>", exclude=True)
 
     # --- loading ---
@@ -119,6 +120,10 @@ class SearchSpace(BaseModel):
                 if dep not in typed:
                     raise SpaceError(f"{source}: param '{name}': condition on unknown param '{dep}'")
         typed = _sampling_order(typed, source)
+        for i, point in enumerate(raw.get("start") or []):
+            unknown = set(point) - set(typed) if isinstance(point, dict) else {"<not a mapping>"}
+            if unknown:
+                raise SpaceError(f"{source}: start[{i}]: {sorted(unknown)} are not params of this space")
         rest = {k: v for k, v in raw.items() if k != "params"}
         try:
             return cls(params=typed, source=source, **rest)

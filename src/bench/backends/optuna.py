@@ -7,6 +7,7 @@ processes on the same study; TensorFlow does not share one process well between 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import warnings
 from contextlib import nullcontext
 from typing import Any
@@ -73,6 +74,9 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     )
     if list(study.directions) != [getattr(optuna.study.StudyDirection, d.upper()) for d in directions]:
         raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")
+    if not study.trials:  # a new study evaluates the space's known-good points first
+        for point in space.start:
+            study.enqueue_trial(point, skip_if_exists=True)
     study.set_user_attr("objective", config.objective)
     return study
 
@@ -132,6 +136,8 @@ def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study
         warnings.warn("nsga2 is multi-objective, and Optuna cannot prune multi-objective studies: pruner ignored")
         config.pruner = "none"
     study = open_study(config, space)  # created once here, so workers only load it
+    if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
+        os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
     spawn = mp.get_context("spawn")
     space_dict = space.model_dump()
     workers = [spawn.Process(target=_worker_main, args=(config, space_dict), daemon=False) for _ in range(config.jobs - 1)]
