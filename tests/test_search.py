@@ -121,3 +121,33 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = search(tmp_path, tmp_path / "nope", "--trials", "1")
     assert run.exit_code == 2 and "no such folder" in run.output
+
+
+def test_ctrl_c_stops_cleanly_keeps_finished_trials_and_resumes(tmp_path, tiny_mit8):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    cmd = [sys.executable, "-m", "bench.cli", "search", "tinynet", "--space", str(path), "--data", str(tiny_mit8),
+           "--results", str(tmp_path / "results"), "--pruner", "none"]
+    proc = subprocess.Popen(cmd + ["--trials", "50"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if (tmp_path / "results" / "leaderboard.db").exists() and len(rows(tmp_path, status="complete")) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "every finished trial is kept" in output
+    kept = rows(tmp_path)
+    assert len([r for r in kept if r["status"] == "complete"]) >= 2
+    assert all(r["status"] == "complete" or "interrupted" in (r["failure_reason"] or "") for r in kept)
+
+    resumed = subprocess.run(cmd + ["--trials", str(len(kept) + 1)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    numbers = [r["trial_number"] for r in rows(tmp_path)]
+    assert len(numbers) == len(kept) + 1 and len(set(numbers)) == len(numbers)

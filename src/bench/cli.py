@@ -28,6 +28,7 @@ out = Console()
 err = Console(stderr=True)
 
 DataOpt = typer.Option(None, "--data", help="Data root (ROOT/train/<class>, ROOT/test/<class>). Default: $BENCH_DATA, ./data/mit8, ../shared/data/mit8.")
+TestFractionOpt = typer.Option(0.3, "--test-fraction", help="Test share when the data is one ROOT/<class>/* folder (split here, stratified).")
 ResultsOpt = typer.Option(Path(os.environ.get("BENCH_RESULTS", "results")), "--results", help="Output folder (leaderboard, studies, plots).")
 DbOpt = typer.Option(None, "--db", help="Leaderboard database: a SQLAlchemy URL or a SQLite path. Default: RESULTS/leaderboard.db.")
 
@@ -76,6 +77,7 @@ def search(
     val_fraction: float = typer.Option(0.15, "--val-fraction", help="Stratified validation hold-out of train."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Skip trials with more parameters, before training."),
     data: Optional[Path] = DataOpt,
+    test_fraction: float = TestFractionOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -108,7 +110,7 @@ def search(
     config = SearchConfig(
         objective=objective, study=name, trials=trials, db_url=db_url(db, results), results_dir=results, seed=seed,
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
-        val_fraction=val_fraction, max_params=max_params,
+        val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params,
     )
     err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
               f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
@@ -264,6 +266,7 @@ def lr_find(
     steps: int = typer.Option(100, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     data: Optional[Path] = DataOpt,
+    test_fraction: float = TestFractionOpt,
     results: Path = ResultsOpt,
 ) -> None:
     """LR range test: print the suggested LR and plot loss against LR."""
@@ -278,7 +281,7 @@ def lr_find(
         obj = get_objective(objective)
         p = obj.resolve(_parse_assignments(params))
         obj.set_seed(seed)
-        ctx = TrialContext(seed=seed, data_root=data, split_seed=seed)
+        ctx = TrialContext(seed=seed, data_root=data, test_fraction=test_fraction, split_seed=seed)
         split = obj.load_data(p, ctx)
         found = kt.lr_find(obj.build(p, split), split, p, low, high, steps)
     except (KeyError, ValueError, DataError) as e:

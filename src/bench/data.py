@@ -21,7 +21,7 @@ DEFAULT_ROOTS = (Path("data/mit8"), Path("../shared/data/mit8"))
 MISSING_DATA_HELP = (
     "No image data found. Looked at --data, ${env} and {defaults}.\n"
     "Point bench at a folder laid out as ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg "
-    "(or ROOT/<class>/*.jpg with --test-fraction), e.g. `bench search tinynet --data /path/to/mit8` "
+    "(or one ROOT/<class>/*.jpg folder, split here by --test-fraction), e.g. `bench search tinynet --data /path/to/mit8` "
     "or `export BENCH_DATA=/path/to/mit8`.\n"
     "The MIT 8-scene images (Oliva & Torralba, 2001; 'MIT_split', 1881 train / 807 test) are the reference data set."
 )

@@ -90,6 +90,7 @@ class TrialContext:
     data_root: Path | None = None
     cache_dir: Path | None = None
     val_fraction: float = 0.15
+    test_fraction: float = 0.3  # only for a single-folder data set (ROOT/<class>/*), split here
     split_seed: int = 0  # one validation split per study, so trials compare on the same images
     max_params: int | None = None
     report_hook: Callable[[int, dict[str, float]], bool] | None = None  # returns True to prune
@@ -109,7 +110,7 @@ class TrialContext:
 
     @cached_property
     def catalog(self) -> bdata.Catalog:
-        return bdata.scan(bdata.resolve_root(self.data_root))
+        return bdata.scan(bdata.resolve_root(self.data_root), self.test_fraction, self.split_seed)
 
     def images(self, size: int, color: bool = True, tiny_per_class: int | None = None) -> bdata.Split:
         arrays = bdata.load_arrays(self.catalog, size, color, self.cache_dir)

@@ -39,4 +39,10 @@ class SearchProgress:
         if trial.values:
             self.best = max(self.best or 0.0, trial.values[0])
         best = f"best val_acc={self.best:.3f}" if self.best is not None else ""
-        self.progress.update(self.trials, completed=finished_count(study), info=f"{trial.state.name.lower()}  {best}")
+        done = finished_count(study)
+        self.progress.update(self.trials, completed=done, info=f"{trial.state.name.lower()}  {best}")
+        if not self.progress.console.is_terminal:  # logs and CI get a line per trial instead of a live bar
+            value = f" val_acc={trial.values[0]:.3f}" if trial.values else ""
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+            self.progress.console.print(f"trial {trial.number} {trial.state.name.lower()}{value} in {seconds:.1f} s "
+                                        f"({done}/{self.progress.tasks[0].total}) {best}", highlight=False)

@@ -32,13 +32,14 @@ class SearchConfig:
     data_root: str | None = None
     cache_dir: Path | None = None
     val_fraction: float = 0.15
+    test_fraction: float = 0.3
     max_params: int | None = None
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""
         return TrialContext(
             seed=self.seed + trial_number, data_root=self.data_root, cache_dir=self.cache_dir,
-            val_fraction=self.val_fraction, split_seed=self.seed, max_params=self.max_params,
+            val_fraction=self.val_fraction, test_fraction=self.test_fraction, split_seed=self.seed, max_params=self.max_params,
             report_hook=report_hook, progress=progress, run_dir=self.results_dir / self.study,
         )
 

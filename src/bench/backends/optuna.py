@@ -39,7 +39,7 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
 
 
 def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
-    """Pruners act on the per-epoch validation accuracy. asha is successive halving: rungs at 2, 6, 18 epochs."""
+    """Pruners act on the per-epoch validation accuracy. asha is successive halving: rungs at 1, 3, 9, 27 epochs."""
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
@@ -47,7 +47,7 @@ def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
     if name == "hyperband":  # a known epoch budget sets the brackets now, not after the first full trial
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs or "auto", reduction_factor=3)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     raise ValueError(f"unknown pruner '{name}'; one of {PRUNERS}")
 
 
