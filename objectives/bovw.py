@@ -65,7 +65,7 @@ class BoVW(Objective):
         "descriptor": "sift",  # sift, daisy, orb, kaze, akaze, brisk (surf: patented, not in the wheels)
         "keypoints": "dense",  # dense grid or the descriptor's detector
         "step": 8,
-        "patch_sizes": "16",  # one or more dense patch sizes: "16", "8,16", "8,16,24"
+        "patch_sizes": "8,16",  # one or more dense patch sizes: "16", "8,16", "8,16,24"
         "max_features": 500,  # detector keypoints kept per image
         "image_size": 256,
         "color": "gray",  # gray, rgb, opponent
@@ -176,6 +176,8 @@ class BoVW(Objective):
             extra, dim = extra + (c - 1) * dim + dim, c - 1
         pairs = c * (c - 1) // 2
         clf = {"svm": n * dim + (c - 1) * n + 3 * pairs, "knn": n * dim, "logreg": c * dim + c}[cfg.classifier]
+        if cfg.classifier == "svm" and cfg.svm_kernel == "linear":
+            clf = min(clf, pairs * dim + 3 * pairs)  # a linear SVM counts its primal weights when fewer
         return int(codebook + extra + clf)
 
 
