@@ -1,7 +1,12 @@
-"""Shared fixtures: small samples of the real MIT8 images (symlinked, never copied into the project) and made-up data."""
+"""Shared fixtures: small samples of the real MIT8 images (symlinked, never copied into the project), made-up data,
+and a real PostgreSQL server."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +64,34 @@ def make_folder(root: Path, classes=("a", "b"), train=4, test=2, **image_kw) -> 
             for i in range(n):
                 make_image(root / split / cls / f"{i}.png", seed=ci * 100 + i, **image_kw)
     return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback, from Debian's packages, started for these tests."""
+    if os.environ.get("BENCH_TEST_POSTGRES"):
+        yield os.environ["BENCH_TEST_POSTGRES"]
+        return
+    bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's root-only tmp: the server runs as postgres
+    data = folder / "data"
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if run_as:
+        shutil.chown(folder, "postgres")
+    port = _free_port()
+    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bench"], check=True, capture_output=True)
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://bench@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

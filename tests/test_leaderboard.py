@@ -1,11 +1,4 @@
-import math
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -25,26 +18,27 @@ def record(number, status="complete", res=None, study="s", **kw):
                        status=status, seed=number, started_at=t, finished_at=t, result=res, **kw)
 
 
-def exercise(board: Leaderboard) -> None:
-    board.append(record(0, res=result(0.80, 50_000)))
-    board.append(record(1, res=result(0.85, 400_000)))
-    board.append(record(2, res=result(0.70, 5_000)))
-    board.append(record(3, status="failed", failure_reason="loss became NaN at epoch 2"))
-    board.append(record(4, status="pruned", failure_reason="pruned after epoch 2", n_params=1234))
-    board.append(record(0, res=result(0.81, 50_000)))  # the same trial written again replaces its row
+def exercise(board: Leaderboard, s: str = "board-test") -> None:
+    """Every query is filtered by study: the database may be shared with other tests."""
+    board.append(record(0, res=result(0.80, 50_000), study=s))
+    board.append(record(1, res=result(0.85, 400_000), study=s))
+    board.append(record(2, res=result(0.70, 5_000), study=s))
+    board.append(record(3, status="failed", failure_reason="loss became NaN at epoch 2", study=s))
+    board.append(record(4, status="pruned", failure_reason="pruned after epoch 2", n_params=1234, study=s))
+    board.append(record(0, res=result(0.81, 50_000), study=s))  # the same trial written again replaces its row
 
-    by_acc = board.query(study="s")
+    by_acc = board.query(study=s)
     assert [r["trial_number"] for r in by_acc] == [1, 0, 2, 3, 4]  # rows without accuracy come last
     assert by_acc[1]["val_accuracy"] == pytest.approx(0.81)
-    assert [r["trial_number"] for r in board.query(sort="params", status="complete")] == [2, 0, 1]
-    by_ratio = board.query(sort="ratio", top=1)[0]
+    assert [r["trial_number"] for r in board.query(study=s, sort="params", status="complete")] == [2, 0, 1]
+    by_ratio = board.query(study=s, sort="ratio", top=1)[0]
     assert by_ratio["trial_number"] == 2 and by_ratio["ratio"] == pytest.approx(0.70 * 1e5 / 5_000)
-    failed = board.query(status="failed")[0]
+    failed = board.query(study=s, status="failed")[0]
     assert failed["failure_reason"] == "loss became NaN at epoch 2" and failed["val_accuracy"] is None
-    assert board.query(status="pruned")[0]["n_params"] == 1234
+    assert board.query(study=s, status="pruned")[0]["n_params"] == 1234
     assert by_acc[0]["extras"]["history"]["loss"] == [1.0, None]  # NaN stored as JSON null
     assert by_acc[0]["params"] == {"lr": 0.02} and by_acc[0]["started_at"].year == 2026
-    assert board.studies() == ["s"]
+    assert s in board.studies()
     with pytest.raises(ValueError, match="sort must be one of"):
         board.query(sort="speed")
 
@@ -59,37 +53,6 @@ def test_sqlite_leaderboard(tmp_path):
 def test_invalid_status_is_refused(tmp_path):
     with pytest.raises(ValueError, match="status must be one of"):
         Leaderboard(db_url(None, tmp_path)).append(record(0, status="done"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A real PostgreSQL server on loopback, from Debian's packages, started for these tests."""
-    if os.environ.get("BENCH_TEST_POSTGRES"):
-        yield os.environ["BENCH_TEST_POSTGRES"]
-        return
-    bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's root-only tmp: the server runs as postgres
-    data = folder / "data"
-    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if run_as:
-        shutil.chown(folder, "postgres")
-    port = _free_port()
-    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bench"], check=True, capture_output=True)
-    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg2://bench@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgresql_leaderboard(postgres_url):

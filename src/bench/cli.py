@@ -73,7 +73,8 @@ def search(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL. Default: RESULTS/optuna.journal."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://... lets `bench worker` join from other machines). Default: RESULTS/optuna.journal."),
+    heartbeat: int = typer.Option(30, "--heartbeat", min=1, help="With a database --storage: seconds between trial heartbeats."),
     val_fraction: float = typer.Option(0.15, "--val-fraction", help="Stratified validation hold-out of train."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Skip trials with more parameters, before training."),
     data: Optional[Path] = DataOpt,
@@ -85,7 +86,6 @@ def search(
     from bench.backends import SearchConfig, get_backend
     from bench.backends.optuna import PRUNERS, SAMPLERS
     from bench.data import DataError, resolve_root
-    from bench.leaderboard import db_url
     from bench.objective import OBJECTIVES
     from bench.progress import SearchProgress
     from bench.space import SpaceError, load_space
@@ -108,9 +108,9 @@ def search(
         fail(str(e).strip("'\""))
     name = study or Path(space or objective).stem
     config = SearchConfig(
-        objective=objective, study=name, trials=trials, db_url=db_url(db, results), results_dir=results, seed=seed,
+        objective=objective, study=name, trials=trials, db_url=_leaderboard_url(db, storage, results), results_dir=results, seed=seed,
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
-        val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params,
+        val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params, heartbeat=heartbeat,
     )
     err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
               f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
@@ -131,6 +131,43 @@ def search(
               f"{counts['pruned']} pruned, {counts['failed']} failed", highlight=False)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:
+    """--db, else the Optuna storage's own database when it is one (workers on many machines share it), else SQLite."""
+    from bench.backends.optuna import is_database_url
+    from bench.leaderboard import db_url
+
+    return db_url(db or (storage if is_database_url(storage) else None), results)
+
+
+@app.command()
+def worker(
+    study: str = typer.Option(..., "--study", help="The study to join (created by `bench search ... --storage URL`)."),
+    storage: str = typer.Option(..., "--storage", help="The study's database, e.g. postgresql://user@host/db."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Total finished trials to stop at. Default: the study's own."),
+    heartbeat: int = typer.Option(30, "--heartbeat", min=1, help="Seconds between heartbeats; a trial silent for 2x is failed and retried."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Join a shared Optuna study from this machine: objective, space and settings come from the study."""
+    from bench.backends import SearchConfig
+    from bench.backends.optuna import join
+    from bench.data import DataError, resolve_root
+    from bench.progress import SearchProgress
+
+    try:
+        root = resolve_root(data)
+        config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
+                              results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat)
+        join(config, progress=SearchProgress(err))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        err.print("[yellow]worker interrupted: finished trials are kept in the study.[/]")
+        raise typer.Exit(130)
+    err.print(f"worker done: study {study} on {storage}")
 
 
 def _fmt(value, spec: str = ".3f") -> str:

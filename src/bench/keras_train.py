@@ -108,6 +108,10 @@ def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext) ->
         steps_per_execution=8,  # fewer Python round trips per epoch: about 20% faster epochs on 2 CPU cores
     )
     callbacks = [_report_callback(ctx, epochs)]
+    if ctx.keep_top is not None:  # artifacts are kept: record activation statistics for `bench report`
+        from bench.artifacts import activation_callback
+
+        callbacks.append(activation_callback(model, split.x_val[:64], ctx))
     if params.get("patience"):
         callbacks.append(
             k.callbacks.EarlyStopping(monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True)

@@ -28,7 +28,7 @@ SORTS = {"accuracy": ("val_accuracy", True), "ratio": ("ratio", True), "params":
 
 metadata = sa.MetaData()
 trials = sa.Table(
-    "trials", metadata,
+    "leaderboard", metadata,  # not "trials": Optuna's own tables may share the database
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("study", sa.String(200), nullable=False, index=True),
     sa.Column("objective", sa.String(100), nullable=False, index=True),

@@ -96,6 +96,12 @@ class TrialContext:
     report_hook: Callable[[int, dict[str, float]], bool] | None = None  # returns True to prune
     progress: Callable[[int, int, dict[str, float]], None] | None = None  # (epoch, total_epochs, metrics)
     run_dir: Path | None = None
+    # artifacts for `bench report` (bench.artifacts): None keeps none; else predictions of every complete trial, and
+    # the models of the best keep_top trials of the study (every trial's with keep_models)
+    trial_number: int | None = None
+    keep_top: int | None = None
+    keep_models: bool = False
+    artifacts: dict[str, Any] = field(default_factory=dict)  # extra JSON files a family hands to the artifact hook
     # what the trial has shown so far, kept for the leaderboard when it is pruned or fails
     curve: list[dict[str, float]] = field(default_factory=list)
     n_params: int | None = None
@@ -151,6 +157,10 @@ class Objective:
     def release(self, model: Any) -> None:
         """Free what the model holds between trials."""
 
+    def save_model(self, model: Any, folder: Path) -> Path | None:
+        """Save the trained model into folder for `bench report`; returns its path, or None if the family cannot."""
+        return None
+
     def validation_metrics(self, model: Any, split: bdata.Split, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         """What the search selects on: the hold-out by default; a family may use cross-validation instead."""
         return classification_metrics(split.y_val, self.predict_proba(model, split.x_val))
@@ -180,7 +190,13 @@ class Objective:
             info = self.fit(model, split, params, ctx)
             fit_seconds = time.perf_counter() - start
             val = self.validation_metrics(model, split, params, ctx)
-            test = classification_metrics(split.y_test, self.predict_proba(model, split.x_test))
+            test_proba = self.predict_proba(model, split.x_test)
+            test = classification_metrics(split.y_test, test_proba)
+            kept = {}
+            if ctx.keep_top is not None and ctx.run_dir is not None:  # what `bench report` needs
+                from bench.artifacts import keep_trial
+
+                kept = keep_trial(self, model, split, params, ctx, val, test_proba)
         finally:
             self.release(model)
         return Result(
@@ -189,7 +205,7 @@ class Objective:
             n_params=int(n_params),
             fit_seconds=fit_seconds,
             epochs=info.epochs,
-            extras={"history": info.history, "classes": list(split.classes)},
+            extras={"history": info.history, "classes": list(split.classes), **kept},
         )
 
 

@@ -31,9 +31,12 @@ class SearchConfig:
     storage: str | None = None
     data_root: str | None = None
     cache_dir: Path | None = None
+    keep_top: int | None = None  # artifacts for `bench report`: see TrialContext.keep_top and bench.artifacts
+    keep_models: bool = False
     val_fraction: float = 0.15
     test_fraction: float = 0.3
     max_params: int | None = None
+    heartbeat: int = 30  # seconds, for database storages: a trial silent for twice this is failed and retried
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""
@@ -41,6 +44,7 @@ class SearchConfig:
             seed=self.seed + trial_number, data_root=self.data_root, cache_dir=self.cache_dir,
             val_fraction=self.val_fraction, test_fraction=self.test_fraction, split_seed=self.seed, max_params=self.max_params,
             report_hook=report_hook, progress=progress, run_dir=self.results_dir / self.study,
+            trial_number=trial_number, keep_top=self.keep_top, keep_models=self.keep_models,
         )
 
 

@@ -10,12 +10,13 @@ import multiprocessing as mp
 import os
 import warnings
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any
 
 import optuna
 
 from bench.backends import SearchConfig, execute_trial
-from bench.leaderboard import Leaderboard
+from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.space import SearchSpace
 
@@ -51,7 +52,17 @@ def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner '{name}'; one of {PRUNERS}")
 
 
+def is_database_url(storage: str | None) -> bool:
+    return bool(storage) and storage.split("://")[0].split("+")[0] in ("postgresql", "mysql", "sqlite")
+
+
 def make_storage(config: SearchConfig):
+    """A database URL gets heartbeats: a worker that dies mid-trial has that trial failed and retried by the others."""
+    if is_database_url(config.storage):
+        return optuna.storages.RDBStorage(
+            config.storage, heartbeat_interval=config.heartbeat, grace_period=2 * config.heartbeat,
+            heartbeat_stale_trial_callback=_stale_trial_handler(config), engine_kwargs={"pool_pre_ping": True},
+        )
     if config.storage:
         return config.storage
     path = config.results_dir / "optuna.journal"
@@ -59,6 +70,20 @@ def make_storage(config: SearchConfig):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _stale_trial_handler(config: SearchConfig):
+    retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+
+    def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        Leaderboard(config.db_url).append(TrialRecord(
+            study=config.study, objective=config.objective, backend="optuna", trial_number=trial.number,
+            params=trial.params, status="failed", seed=config.seed + trial.number, started_at=trial.datetime_start,
+            finished_at=now(), failure_reason="its worker stopped sending heartbeats (killed?); retried as a new trial",
+        ))
+        retry(study, trial)
+
+    return handle
 
 
 def multi_objective(config: SearchConfig) -> bool:
@@ -77,7 +102,35 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     if not study.trials:  # a new study evaluates the space's known-good points first
         for point in space.start:
             study.enqueue_trial(point, skip_if_exists=True)
-    study.set_user_attr("objective", config.objective)
+    if "space" not in study.user_attrs:  # what `bench worker` needs to join with nothing but the study's name
+        study.set_user_attr("objective", config.objective)
+        study.set_user_attr("space", space.model_dump(mode="json"))
+        study.set_user_attr("search", {k: getattr(config, k) for k in SHARED_SETTINGS})
+    return study
+
+
+SHARED_SETTINGS = ("trials", "seed", "sampler", "pruner", "val_fraction", "test_fraction", "max_params")
+
+
+def join(config: SearchConfig, progress=None) -> optuna.Study:
+    """A worker joining an existing study: objective, space and settings come from the study itself."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=config.study, storage=make_storage(config))
+    except KeyError:
+        raise ValueError(f"no study '{config.study}' in {config.storage}; start it with `bench search ... --storage`") from None
+    attrs = study.user_attrs
+    if "space" not in attrs:
+        raise ValueError(f"study '{config.study}' was not created by bench search (it has no space attached)")
+    settings = dict(attrs["search"])
+    if config.trials:  # a worker may ask for a different total
+        settings["trials"] = config.trials
+    joined = replace(config, objective=attrs["objective"], **settings)
+    space = SearchSpace.from_dict(attrs["space"], source=f"study {config.study}")
+    with progress or nullcontext():
+        if progress:
+            progress.begin(study_done=finished_count(study), total=joined.trials)
+        _optimize(joined, space, progress)
     return study
 
 

@@ -1,0 +1,171 @@
+"""What `bench report` needs, kept while trials run, under the study's run folder (results/<study>/trial-<n>/):
+
+    predictions.npz   val and test class probabilities, their labels, the class names, the test images' paths
+                      (relative to the data root): every complete trial, a few hundred kB at most
+    meta.json         the trial's val/test accuracy, params, data root and what was kept; the top-k rule reads it
+    activations.json  per-layer activation statistics recorded during training (Keras families, see below)
+    model.keras       the trained model (Objective.save_model): every trial with `--keep-models`, otherwise only
+                      while the trial's validation accuracy is among the best K of the study (`--keep-top K`);
+                      a model that falls out of the top K is deleted
+
+The leaderboard row links the folder as extras["artifacts"] and says what keeping cost in extras["artifact_seconds"].
+A flock on the run folder keeps the top-k rule consistent between local worker processes.
+
+Activation statistics (`activation_callback`): a Keras callback runs a fixed batch of up to 64 validation images through
+the model at initialisation and after every epoch and records, for every activation layer, the mean, standard deviation
+and fraction of exact zeros, plus a histogram at initialisation and after the last epoch. Cost: one forward pass of 64
+images per epoch.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_GLOB = "model*"
+HIST_BINS = 40
+
+
+def trial_dir(run_dir: Path | str, trial_number: int) -> Path:
+    return Path(run_dir) / f"trial-{trial_number}"
+
+
+@contextmanager
+def _locked(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".artifacts.lock", "w") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except ImportError:  # not on POSIX: no lock, the top-k rule is then only best effort between workers
+            pass
+        yield
+
+
+def _model_files(folder: Path) -> list[Path]:
+    return [p for p in folder.glob(MODEL_GLOB) if p.name != "meta.json"]
+
+
+def keep_trial(objective, model, split, params: dict[str, Any], ctx, val: dict[str, float], test_proba: np.ndarray) -> dict[str, Any]:
+    """Save the trial's predictions (and its model, by the keep rule); returns what goes into the row's extras."""
+    start = time.perf_counter()
+    number = ctx.trial_number if ctx.trial_number is not None else ctx.seed
+    folder = trial_dir(ctx.run_dir, number)
+    folder.mkdir(parents=True, exist_ok=True)
+    val_proba = objective.predict_proba(model, split.x_val)
+    root, test_paths = "", np.array([], dtype=str)
+    try:
+        catalog = ctx.catalog
+        if len(catalog.test.paths) == len(split.y_test):
+            root = str(catalog.root)
+            test_paths = np.array([str(p.relative_to(catalog.root)) for p in catalog.test.paths])
+    except Exception:  # a family with its own data: no image paths, so no Grad-CAM later
+        pass
+    np.savez_compressed(
+        folder / "predictions.npz", val_proba=val_proba.astype(np.float32), y_val=np.asarray(split.y_val),
+        test_proba=np.asarray(test_proba, np.float32), y_test=np.asarray(split.y_test), classes=np.array(split.classes),
+        test_paths=test_paths,
+    )
+    for name, content in (getattr(ctx, "artifacts", None) or {}).items():
+        (folder / name).write_text(json.dumps(content))
+    meta = {"trial": number, "objective": objective.name, "val_accuracy": float(val["accuracy"]),
+            "params": params, "data_root": root}
+    saved = False
+    with _locked(Path(ctx.run_dir)):
+        if ctx.keep_models:
+            saved = True
+        elif ctx.keep_top:
+            ranked = {number: meta["val_accuracy"]}
+            for other in Path(ctx.run_dir).glob("trial-*/meta.json"):
+                try:
+                    m = json.loads(other.read_text())
+                    ranked.setdefault(int(m["trial"]), float(m["val_accuracy"]))
+                except (ValueError, KeyError, OSError):
+                    continue
+            top = {n for n, _ in sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0]))[: ctx.keep_top]}
+            saved = number in top
+            for n in set(ranked) - top - {number}:
+                for p in _model_files(trial_dir(ctx.run_dir, n)):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        model_path = objective.save_model(model, folder) if saved else None
+        meta["model"] = model_path.name if model_path else None
+        (folder / "meta.json").write_text(json.dumps(meta, default=str))
+    return {"artifacts": str(folder), "artifact_seconds": round(time.perf_counter() - start, 4)}
+
+
+# --- activation statistics (Keras) ---
+
+
+def activation_layers(model) -> list:
+    """Layers whose output is a non-linearity: Activation/ReLU-like layers, and Conv/Dense layers with a built-in
+    non-linear activation (the softmax output excluded)."""
+    chosen = []
+    for layer in model.layers[:-1]:
+        kind = layer.__class__.__name__
+        act = getattr(layer, "activation", None)
+        act_name = getattr(act, "__name__", "") if act is not None else ""
+        if kind in ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax") or (act_name and act_name != "linear"):
+            chosen.append(layer)
+    return chosen
+
+
+def activation_probe(model):
+    """(layers, a model that outputs every activation layer), or (None, None) when the model has none."""
+    from bench.keras_train import keras
+
+    layers = activation_layers(model)
+    if not layers:
+        return None, None
+    return layers, keras().Model(model.inputs, [layer.output for layer in layers])
+
+
+def activation_stats(model, x: np.ndarray, hist: bool = True, probe=None) -> dict[str, dict[str, Any]]:
+    """One forward pass of x: per activation layer, mean / std / fraction of zeros (and a histogram)."""
+    layers, probe = probe or activation_probe(model)
+    if not layers:
+        return {}
+    outs = probe(x, training=False)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    stats = {}
+    for layer, out in zip(layers, outs):
+        a = np.asarray(out, dtype=np.float64).ravel()
+        s = {"mean": float(a.mean()), "std": float(a.std()), "zero_fraction": float(np.mean(a == 0.0))}
+        if hist:
+            counts, edges = np.histogram(a, bins=HIST_BINS)
+            s["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+        stats[layer.name] = s
+    return stats
+
+
+def activation_callback(model, x: np.ndarray, ctx):
+    """Records activation statistics into ctx.artifacts['activations.json'] (written by keep_trial)."""
+    from bench.keras_train import keras
+
+    k = keras()
+    record: dict[str, Any] = {"batch": int(len(x)), "epochs": [], "layers": {}, "hist_init": {}, "hist_last": {}}
+    probe = activation_probe(model)
+
+    def take(epoch: int, final_hist: bool) -> None:
+        stats = activation_stats(model, x, hist=True, probe=probe)
+        record["epochs"].append(epoch)
+        for name, s in stats.items():
+            series = record["layers"].setdefault(name, {"mean": [], "std": [], "zero_fraction": []})
+            for key in series:
+                series[key].append(s[key])
+            (record["hist_last"] if final_hist else record["hist_init"])[name] = s["hist"]
+        ctx.artifacts["activations.json"] = record
+
+    class ActivationStats(k.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            take(0, final_hist=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            take(epoch + 1, final_hist=True)
+
+    return ActivationStats()

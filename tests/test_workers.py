@@ -1,0 +1,71 @@
+"""Optuna workers sharing a study on a real PostgreSQL server; one is killed with SIGKILL mid-trial."""
+import subprocess
+import sys
+import time
+
+import optuna
+import yaml
+
+from bench.leaderboard import Leaderboard
+
+SPACE = {
+    "objective": "tinynet",
+    "params": {
+        "input_size": 32, "blocks": 2, "batch_size": 16, "epochs": 3,
+        "base_filters": {"type": "int", "low": 4, "high": 16, "step": 4},
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+}
+TRIALS = 6
+
+
+def bench(*args):
+    return [sys.executable, "-m", "bench.cli", *map(str, args)]
+
+
+def test_killed_worker_trial_is_failed_and_retried_while_two_workers_finish(tmp_path, tiny_mit8, postgres_url):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    common = ["--storage", postgres_url, "--heartbeat", "1", "--data", tiny_mit8, "--results", tmp_path / "results"]
+    first = subprocess.Popen(bench("search", "tinynet", "--space", space, "--study", "shared", "--trials", TRIALS,
+                                   "--pruner", "none", *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    running = None
+    deadline = time.time() + 180
+    while running is None and time.time() < deadline and first.poll() is None:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="shared", storage=storage).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING), None)
+    assert running is not None, "the first worker never started a trial"
+    first.kill()  # SIGKILL: no chance to clean up; its trial stays RUNNING until its heartbeat goes stale
+    first.wait()
+
+    workers = [subprocess.Popen(bench("worker", "--study", "shared", *common), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for w in workers:
+        out, _ = w.communicate(timeout=300)
+        assert w.returncode == 0, out
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(numbers)))  # none lost, none duplicated
+    killed = trials[running]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == running]
+    assert len(retried) == 1 and retried[0].params == killed.params
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) >= TRIALS
+
+    rows = {r["trial_number"]: r for r in Leaderboard(postgres_url).query(study="shared")}
+    assert "stopped sending heartbeats" in rows[running]["failure_reason"]
+    complete = {t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert {n for n, r in rows.items() if r["status"] == "complete"} == complete
+
+
+def test_worker_needs_an_existing_study(tmp_path, postgres_url, tiny_mit8):
+    run = subprocess.run(bench("worker", "--study", "nope", "--storage", postgres_url, "--data", tiny_mit8,
+                               "--results", tmp_path), capture_output=True, text=True)
+    assert run.returncode == 2 and "no study 'nope'" in run.stderr
