@@ -20,8 +20,8 @@ ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
 INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "random_normal", "zeros")
 
 
-def block_filters(blocks: int, base: int, growth: float) -> list[int]:
-    return [max(1, int(round(base * growth**i))) for i in range(blocks)]
+def block_filters(blocks: int, base: int, growth: float, cap: int) -> list[int]:
+    return [max(1, min(cap, int(round(base * growth**i)))) for i in range(blocks)]
 
 
 class TinyNet(Objective):
@@ -32,6 +32,7 @@ class TinyNet(Objective):
         "blocks": 4,
         "base_filters": 32,
         "growth": 2.0,
+        "max_filters": 256,
         "convs_per_block": 1,
         "kernel_size": 3,
         "padding": "same",
@@ -81,7 +82,7 @@ class TinyNet(Objective):
             return L.Conv2D(filters, kernel, strides=stride, padding=padding, kernel_initializer=init)
 
         spatial = size
-        for filters in block_filters(int(params["blocks"]), int(params["base_filters"]), float(params["growth"])):
+        for filters in block_filters(int(params["blocks"]), int(params["base_filters"]), float(params["growth"]), int(params["max_filters"])):
             shortcut = x
             down = spatial >= 2  # never shrink below 1x1: deep nets on small inputs stop downsampling
             for j in range(int(params["convs_per_block"])):
@@ -126,6 +127,12 @@ class TinyNet(Objective):
 
     def release(self, model) -> None:
         kt.release_keras()
+
+    def save_model(self, model, folder):
+        """The whole Keras model (architecture, weights, optimizer state) as folder/model.keras."""
+        path = folder / "model.keras"
+        model.save(path)
+        return path
 
     def set_seed(self, seed: int) -> None:
         kt.seed_everything(seed)
