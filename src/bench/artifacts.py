@@ -122,7 +122,8 @@ def activation_probe(model):
     layers = activation_layers(model)
     if not layers:
         return None, None
-    return layers, keras().Model(model.inputs, [layer.output for layer in layers])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a list for one input warns on every call
+    return layers, keras().Model(inputs, [layer.output for layer in layers])
 
 
 def activation_stats(model, x: np.ndarray, hist: bool = True, probe=None) -> dict[str, dict[str, Any]]:

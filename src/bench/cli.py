@@ -81,6 +81,8 @@ def search(
     test_fraction: float = TestFractionOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
+    keep_top: int = typer.Option(5, "--keep-top", help="Keep the models of the K best trials for `bench report` (0: predictions only; -1: no artifacts)."),
+    keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
     from bench.backends import SearchConfig, get_backend
@@ -112,6 +114,7 @@ def search(
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
         val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params, heartbeat=heartbeat,
     )
+    config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
     err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
               f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
     start = time.perf_counter()
@@ -331,6 +334,73 @@ def lr_find(
     out.print(f"suggested LR (steepest descent): {found['suggested_lr']:.3g}; loss minimum at {found['min_loss_lr']:.3g}")
     for path in written:
         out.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    trial: Optional[int] = typer.Argument(None, help="Trial number (with --study) or leaderboard row id; none: the study page."),
+    study: Optional[str] = typer.Option(None, "--study", help="The study (required for the study page)."),
+    split: str = typer.Option("test", "--split", help="Predictions the trial page analyses: test or val."),
+    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/reports/<study>/trial-<n>.html or study.html."),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also a PNG of each figure (needs chromium)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the study. Default: RESULTS/optuna.journal."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """One self-contained HTML page: a trial's curves, confusion, ROC, Grad-CAM, activations; or a study's overview."""
+    from bench.report import ReportError, find_row, study_report, trial_report
+
+    if split not in ("test", "val"):
+        fail(f"--split must be test or val, got '{split}'")
+    board = _board(db, results)
+    start = time.perf_counter()
+    try:
+        if trial is None:
+            if not study:
+                fail("give a TRIAL, or --study NAME for the study page")
+            path = output or results / "reports" / study / "study.html"
+            written, timings = study_report(board, study, path, results=results, storage=storage, png=png)
+        else:
+            row = find_row(board, trial, study)
+            path = output or results / "reports" / row["study"] / f"trial-{row['trial_number']}.html"
+            written, timings = trial_report(row, path, results=results, data_root=data, split=split, png=png)
+    except ReportError as e:
+        fail(str(e))
+    for p in written:
+        out.print(f"wrote {p}", highlight=False)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+    err.print(f"report written in {time.perf_counter() - start:.1f} s ({stages})", highlight=False)
+
+
+@app.command()
+def reproduce(
+    target: str = typer.Argument("paper", help="What to reproduce: paper (arXiv:2105.04895)."),
+    budget: str = typer.Option("quick", "--budget", help="quick (few epochs, one trial each: minutes) or full (the YAML as is)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated experiment ids to run (default: all)."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Folder for the table. Default: RESULTS/reproduce."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Run the paper's configurations and print one table: experiment, the paper's figure, ours, the difference."""
+    from bench.data import DataError, resolve_root
+    from bench.reproduce import BUDGETS, reproduce_paper
+
+    if target != "paper":
+        fail(f"only 'paper' can be reproduced, got '{target}'")
+    if budget not in BUDGETS:
+        fail(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
+    try:
+        root = resolve_root(data)
+    except DataError as e:
+        fail(str(e))
+    folder = output or results / "reproduce"
+    table, written = reproduce_paper(budget, results, root, db, folder, only=[s for s in (only or "").split(",") if s],
+                                     log=lambda m: err.print(m, highlight=False))
+    out.print(table, highlight=False, soft_wrap=True)
+    for p in written:
+        out.print(f"wrote {p}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def gradcam(model, images: np.ndarray, classes: np.ndarray | list[int], layer=No
     from bench.keras_train import keras
 
     layer = layer or last_spatial_layer(model)
-    grad_model = keras().Model(model.inputs, [layer.output, model.output])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    grad_model = keras().Model(inputs, [layer.output, model.output])
     x = tf.convert_to_tensor(np.asarray(images, np.float32))
     idx = tf.constant(np.asarray(classes, np.int32))
     with tf.GradientTape() as tape:
