@@ -66,9 +66,9 @@ def search(
     objective: str = typer.Argument(..., help="Model family: tinynet, ..."),
     space: Optional[str] = typer.Option(None, "--space", help="Space name or YAML path. Default: the objective's name."),
     trials: int = typer.Option(200, "--trials", min=1, help="Finished trials the study should hold (a re-run continues up to it)."),
-    backend: str = typer.Option("optuna", "--backend"),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random, grid, cmaes, nsga2 (accuracy vs params)."),
-    pruner: str = typer.Option("asha", "--pruner", help="asha (successive halving), hyperband, median, none."),
+    backend: str = typer.Option("optuna", "--backend", help="optuna or kerastuner."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="optuna: tpe (default), random, grid, cmaes, nsga2 (accuracy vs params); kerastuner: random (default), hyperband, bayesian."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="optuna: asha (default, successive halving), hyperband, median, none."),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
@@ -85,8 +85,7 @@ def search(
     keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
-    from bench.backends import SearchConfig, get_backend
-    from bench.backends.optuna import PRUNERS, SAMPLERS
+    from bench.backends import BACKENDS, SearchConfig, get_backend
     from bench.data import DataError, resolve_root
     from bench.objective import OBJECTIVES
     from bench.progress import SearchProgress
@@ -94,16 +93,19 @@ def search(
 
     if objective not in OBJECTIVES:
         fail(f"unknown objective '{objective}'; available: {', '.join(sorted(OBJECTIVES))}")
-    if sampler not in SAMPLERS:
-        fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{sampler}'")
-    if pruner not in PRUNERS:
-        fail(f"--pruner must be one of {', '.join(PRUNERS)}, got '{pruner}'")
+    if backend not in BACKENDS:
+        fail(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
+    chosen = get_backend(backend)
+    sampler, pruner = sampler or chosen.SAMPLERS[0], pruner or chosen.PRUNERS[0]
+    if sampler not in chosen.SAMPLERS:
+        fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
+    if pruner not in chosen.PRUNERS:
+        fail(f"--pruner for {backend} must be one of {', '.join(chosen.PRUNERS)}, got '{pruner}'")
     try:
         the_space = load_space(space or objective)
         if the_space.objective != objective:
             fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
         root = resolve_root(data)
-        run_backend = get_backend(backend)
         if sampler == "grid":
             the_space.grid()
     except (SpaceError, DataError, KeyError) as e:
@@ -120,14 +122,14 @@ def search(
     start = time.perf_counter()
     interrupted = False
     try:
-        run_backend(the_space, config, progress=SearchProgress(err))
+        chosen.run(the_space, config, progress=SearchProgress(err))
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
     except DataError as e:
         fail(str(e))
     wall = time.perf_counter() - start
-    rows = _board(db, results).query(study=name, sort="accuracy")
+    rows = [r for r in _board(db, results).query(study=name, sort="accuracy") if r["backend"] == backend]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
     _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
     err.print(f"wall time {wall:.1f} s | study holds {len(rows)} trials: {counts['complete']} complete, "

@@ -320,16 +320,23 @@ def gradcam_figure(model, images: np.ndarray, picks, pred: np.ndarray, proba: np
     return fig, heats
 
 
+def px_colors() -> list[str]:
+    import plotly.express as px
+
+    return px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+
+
 def activation_figures(record: dict[str, Any]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     epochs = record.get("epochs") or [0]
     series = make_subplots(rows=1, cols=3, subplot_titles=("mean", "standard deviation", "fraction of zeros"))
-    for name, s in record["layers"].items():
+    palette = px_colors()
+    for i, (name, s) in enumerate(record["layers"].items()):
         for col, key in enumerate(("mean", "std", "zero_fraction"), 1):
             series.add_trace(go.Scatter(x=epochs, y=s[key], mode="lines+markers", name=name, legendgroup=name,
-                                        showlegend=col == 1), row=1, col=col)
+                                        line=dict(color=palette[i % len(palette)]), showlegend=col == 1), row=1, col=col)
     series.update_xaxes(title_text="epoch (0 = initialisation)")
     series.update_layout(height=430, width=1200, title="activation statistics per layer")
     layers = list(record.get("hist_last") or record.get("hist_init") or {})

@@ -17,6 +17,7 @@ A param whose condition fails is absent from the sampled dict; the objective's d
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -175,6 +176,54 @@ class SearchSpace(BaseModel):
             else:
                 chosen[name] = p.value
         return chosen
+
+    def to_kerastuner(self, hp) -> dict[str, Any]:
+        """Declare the space on a keras-tuner HyperParameters (conditions become conditional scopes) and return the
+        active values. On a trial's HyperParameters it reads that trial's point. keras-tuner's bounds are inclusive."""
+        chosen: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if isinstance(p, FixedParam):
+                if self.active(name, chosen):
+                    chosen[name] = p.value
+                continue
+            with ExitStack() as scopes:
+                for dep, want in p.when.items():
+                    scopes.enter_context(hp.conditional_scope(dep, want if isinstance(want, list) else [want]))
+                if isinstance(p, FloatParam):
+                    # keras-tuner floors (high - low) / step, so 0.1..0.3 step 0.1 would never give 0.3: nudge high
+                    high = p.high + p.step * 1e-6 if p.step and not p.log else p.high
+                    value = hp.Float(name, p.low, high, step=None if p.log else p.step, sampling="log" if p.log else "linear")
+                elif isinstance(p, IntParam):
+                    value = hp.Int(name, p.low, p.high, step=None if p.log else p.step, sampling="log" if p.log else "linear")
+                else:
+                    value = hp.Choice(name, p.choices)
+            if self.active(name, chosen):
+                chosen[name] = value
+        return chosen
+
+    def to_ray(self) -> dict[str, Any]:
+        """A Ray Tune param_space for Ray's own samplers. Ray's integer upper bound is exclusive, so high + 1 here.
+        Conditions are not expressible in a flat param_space: the Ray backend samples through OptunaSearch with
+        to_optuna instead; here a conditional param is sampled always and dropped by `active` afterwards."""
+        from ray import tune
+
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if isinstance(p, FloatParam):
+                if p.step:
+                    out[name] = (tune.qloguniform if p.log else tune.quniform)(p.low, p.high, p.step)
+                else:
+                    out[name] = (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
+            elif isinstance(p, IntParam):
+                if p.log:
+                    out[name] = tune.lograndint(p.low, p.high + 1)
+                else:
+                    out[name] = tune.qrandint(p.low, p.high, p.step) if p.step > 1 else tune.randint(p.low, p.high + 1)
+            elif isinstance(p, CategoricalParam):
+                out[name] = tune.choice(p.choices)
+            else:
+                out[name] = p.value
+        return out
 
     def grid(self) -> dict[str, list]:
         """Every grid axis, for Optuna's GridSampler: categoricals, ints, and floats with a step."""

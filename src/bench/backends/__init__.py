@@ -7,13 +7,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
 
-BACKENDS = {"optuna": "bench.backends.optuna"}
+BACKENDS = {"optuna": "bench.backends.optuna", "kerastuner": "bench.backends.kerastuner"}
 
 
 @dataclass
@@ -81,7 +81,8 @@ def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContex
     return result
 
 
-def get_backend(name: str) -> Callable:
+def get_backend(name: str):
+    """The backend's module: run(space, config, progress), SAMPLERS and PRUNERS (the first of each is the default)."""
     if name not in BACKENDS:
         raise KeyError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name]).run
+    return importlib.import_module(BACKENDS[name])

@@ -21,7 +21,7 @@ from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
-PRUNERS = ("none", "median", "hyperband", "asha")
+PRUNERS = ("asha", "hyperband", "median", "none")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
