@@ -140,3 +140,21 @@ def test_study_report_has_every_section_and_pngs(searched):
     assert "fig-history" in page and "fig-pareto" in page and "fig-parallel" in page
     if chromium():
         assert (searched / "reports" / "space" / "study-pareto.png").stat().st_size > 1000
+
+
+def test_a_family_without_a_hold_out_or_a_model_keeps_its_test_predictions(tmp_path, tiny_mit8):
+    """BoVW validates by cross-validation (empty val arrays) and saves no model: artifacts still work, the page says why."""
+    from bench.objective import TrialContext, get_objective
+    from bench.report import trial_report
+
+    ctx = TrialContext(seed=0, data_root=tiny_mit8, cache_dir=tmp_path / "cache", run_dir=tmp_path / "s", trial_number=0, keep_top=1)
+    result = get_objective("bovw").run(dict(image_size=64, patch_sizes="16", k=8, cv_folds=2), ctx)
+    assert "artifacts_error" not in result.extras and result.extras["artifacts"] == str(tmp_path / "s" / "trial-0")
+    with np.load(tmp_path / "s" / "trial-0" / "predictions.npz") as f:
+        assert f["val_proba"].shape == (0, 8) and f["test_proba"].shape == (24, 8)
+    assert not list((tmp_path / "s").glob("trial-0/model*"))
+    row = {"study": "s", "trial_number": 0, "objective": "bovw", "status": "complete", "params": {"image_size": 64},
+           "extras": result.extras, **{k: v for k, v in result.as_dict().items() if k != "extras"}}
+    written, _ = trial_report(row, tmp_path / "page.html", png=False)
+    page = written[0].read_text()
+    assert 'id="fig-confusion"' in page and 'id="fig-roc"' in page and "no saved model" in page

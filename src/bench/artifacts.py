@@ -13,7 +13,7 @@ A flock on the run folder keeps the top-k rule consistent between local worker p
 
 Activation statistics (`activation_callback`): a Keras callback runs a fixed batch of up to 64 validation images through
 the model at initialisation and after every epoch and records, for every activation layer, the mean, standard deviation
-and fraction of exact zeros, plus a histogram at initialisation and after the last epoch. Cost: one forward pass of 64
+and fraction of exact zeros, plus a histogram at initialisation and at the end of training. Cost: one forward pass of 64
 images per epoch.
 """
 from __future__ import annotations
@@ -53,12 +53,24 @@ def _model_files(folder: Path) -> list[Path]:
 
 
 def keep_trial(objective, model, split, params: dict[str, Any], ctx, val: dict[str, float], test_proba: np.ndarray) -> dict[str, Any]:
-    """Save the trial's predictions (and its model, by the keep rule); returns what goes into the row's extras."""
+    """Save the trial's predictions (and its model, by the keep rule); returns what goes into the row's extras.
+
+    Keeping never fails a trial: an error is returned as extras["artifacts_error"] instead.
+    """
     start = time.perf_counter()
+    try:
+        return _keep(objective, model, split, params, ctx, val, test_proba, start)
+    except Exception as e:  # noqa: BLE001 - a report's input must never cost the trial
+        return {"artifacts_error": f"{type(e).__name__}: {e}", "artifact_seconds": round(time.perf_counter() - start, 4)}
+
+
+def _keep(objective, model, split, params, ctx, val, test_proba, start) -> dict[str, Any]:
     number = ctx.trial_number if ctx.trial_number is not None else ctx.seed
     folder = trial_dir(ctx.run_dir, number)
     folder.mkdir(parents=True, exist_ok=True)
-    val_proba = objective.predict_proba(model, split.x_val)
+    n_classes = np.asarray(test_proba).shape[1]
+    # a family that validates by cross-validation (BoVW) has no hold-out: its val arrays are empty
+    val_proba = objective.predict_proba(model, split.x_val) if len(split.y_val) else np.zeros((0, n_classes))
     root, test_paths = "", np.array([], dtype=str)
     try:
         catalog = ctx.catalog
@@ -135,8 +147,9 @@ def activation_stats(model, x: np.ndarray, hist: bool = True, probe=None) -> dic
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     stats = {}
     for layer, out in zip(layers, outs):
-        a = np.asarray(out, dtype=np.float64).ravel()
-        s = {"mean": float(a.mean()), "std": float(a.std()), "zero_fraction": float(np.mean(a == 0.0))}
+        a = np.asarray(out, dtype=np.float32).ravel()
+        s = {"mean": float(a.mean(dtype=np.float64)), "std": float(a.std(dtype=np.float64)),
+             "zero_fraction": float(np.count_nonzero(a == 0.0) / max(a.size, 1))}
         if hist:
             counts, edges = np.histogram(a, bins=HIST_BINS)
             s["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
@@ -152,21 +165,27 @@ def activation_callback(model, x: np.ndarray, ctx):
     record: dict[str, Any] = {"batch": int(len(x)), "epochs": [], "layers": {}, "hist_init": {}, "hist_last": {}}
     probe = activation_probe(model)
 
-    def take(epoch: int, final_hist: bool) -> None:
-        stats = activation_stats(model, x, hist=True, probe=probe)
-        record["epochs"].append(epoch)
+    def take(epoch: int | None, hist_key: str | None) -> None:
+        stats = activation_stats(model, x, hist=hist_key is not None, probe=probe)
         for name, s in stats.items():
-            series = record["layers"].setdefault(name, {"mean": [], "std": [], "zero_fraction": []})
-            for key in series:
-                series[key].append(s[key])
-            (record["hist_last"] if final_hist else record["hist_init"])[name] = s["hist"]
+            if epoch is not None:
+                series = record["layers"].setdefault(name, {"mean": [], "std": [], "zero_fraction": []})
+                for key in series:
+                    series[key].append(s[key])
+            if hist_key:
+                record[hist_key][name] = s["hist"]
+        if epoch is not None:
+            record["epochs"].append(epoch)
         ctx.artifacts["activations.json"] = record
 
     class ActivationStats(k.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            take(0, final_hist=False)
+            take(0, "hist_init")
 
         def on_epoch_end(self, epoch, logs=None):
-            take(epoch + 1, final_hist=True)
+            take(epoch + 1, None)
+
+        def on_train_end(self, logs=None):  # histograms of the final weights (also after early stopping's restore)
+            take(None, "hist_last")
 
     return ActivationStats()

@@ -91,7 +91,8 @@ def run_experiment(exp: dict[str, Any], budget: str, results: Path, data_root: P
     config = SearchConfig(objective=exp["objective"], study=study, trials=trials, db_url=url, results_dir=results,
                           seed=0, sampler="tpe", pruner="none", data_root=str(data_root), keep_top=1)
     log(f"{exp['id']}: study {study}, {trials} trial(s), {budget} budget")
-    get_backend("optuna")(space, config)
+    backend = get_backend("optuna")
+    getattr(backend, "run", backend)(space, config)  # the backend module, or its run function
     rows = Leaderboard(url).query(study=study, sort="accuracy")
     done = [r for r in rows if r["status"] == "complete"]
     quick = ", ".join(f"{k}={v}" for k, v in (exp.get("quick") or {}).items()) if budget == "quick" else "YAML as is"
