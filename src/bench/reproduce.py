@@ -88,7 +88,8 @@ def run_experiment(exp: dict[str, Any], budget: str, results: Path, data_root: P
     trials = int((exp.get("trials") or {}).get(budget, 1))
     study = f"paper-{exp['id']}-{budget}"
     url = db_url(db, results)
-    config = SearchConfig(objective=exp["objective"], study=study, trials=trials, db_url=url, results_dir=results,
+    failed = sum(r["status"] == "failed" for r in Leaderboard(url).query(study=study))  # a re-run retries failed experiments
+    config = SearchConfig(objective=exp["objective"], study=study, trials=trials + failed, db_url=url, results_dir=results,
                           seed=0, sampler="tpe", pruner="none", data_root=str(data_root), keep_top=1)
     log(f"{exp['id']}: study {study}, {trials} trial(s), {budget} budget")
     backend = get_backend("optuna")

@@ -13,7 +13,7 @@ from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
 
-BACKENDS = {"optuna": "bench.backends.optuna", "kerastuner": "bench.backends.kerastuner"}
+BACKENDS = {"optuna": "bench.backends.optuna", "ray": "bench.backends.ray", "kerastuner": "bench.backends.kerastuner"}
 
 
 @dataclass
@@ -37,6 +37,9 @@ class SearchConfig:
     test_fraction: float = 0.3
     max_params: int | None = None
     heartbeat: int = 30  # seconds, for database storages: a trial silent for twice this is failed and retried
+    address: str | None = None  # Ray: a cluster to join (auto, HOST:PORT); none starts a local one
+    cpus_per_trial: int = 1  # Ray
+    resume: bool = False  # Ray: restore an interrupted experiment
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""

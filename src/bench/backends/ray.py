@@ -1,0 +1,169 @@
+"""Ray Tune backend: the same YAML space and objectives on a local machine or a Ray cluster.
+
+Points come from Ray's OptunaSearch, fed by the space's Optuna converter (so conditions work); ASHA stops trials early on
+the per-epoch validation accuracy. The driver writes every trial's leaderboard row as results stream in (complete,
+stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/; token auth is off for
+local clusters. `--resume` restores an interrupted experiment: finished trials are neither lost nor re-run.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from bench.backends import SearchConfig
+from bench.leaderboard import Leaderboard, TrialRecord, now
+from bench.objective import Pruned, Result, TrialFailed, get_objective
+from bench.space import SearchSpace
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("asha", "none")
+RESULT_FIELDS = tuple(Result.__dataclass_fields__)
+
+
+def _trainable(config: SearchConfig, cpus_per_trial: int):
+    """The function each Ray worker runs: one trial of the objective, reporting every epoch to Tune."""
+
+    def train(params: dict[str, Any]) -> None:
+        os.environ["BENCH_THREADS"] = str(cpus_per_trial)  # before TensorFlow starts in this worker
+        from ray import tune
+
+        number = _trial_seed_offset(tune.get_context().get_trial_id())
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            tune.report({"val_accuracy": metrics.get("val_accuracy", 0.0), "epoch": epoch + 1, "final": False})
+            return False  # ASHA stops the trial from outside
+
+        ctx = config.context(number, report_hook=report)
+        try:
+            result = get_objective(config.objective).run(params, ctx)
+        except (TrialFailed, Exception) as e:  # reported, not raised: the driver stores the reason
+            reason = str(e) if isinstance(e, (TrialFailed, Pruned)) else f"{type(e).__name__}: {e}"
+            tune.report({"final": True, "failed": reason, "n_params": ctx.n_params or 0, "val_accuracy": 0.0})
+            return
+        import ray
+
+        result.extras["ray_node"] = ray.get_runtime_context().get_node_id()  # which machine of the cluster ran it
+        tune.report({**result.as_dict(), "epoch": result.epochs, "final": True})
+
+    return train
+
+
+_PROGRESS: dict[str, Any] = {}  # the driver's live progress; kept out of what Tune pickles with its callbacks
+
+
+class StreamToLeaderboard(Callback):
+    """Runs in the driver: one leaderboard row per finished trial, as it finishes (module-level: pickled by name)."""
+
+    def __init__(self, config: SearchConfig):
+        self.config, self.board = config, None
+
+    def __getstate__(self):  # Tune saves its callbacks with the experiment: keep the database engine out
+        return {"config": self.config, "board": None}
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._store(trials.index(trial), trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._store(trials.index(trial), trial, trial.last_result or {}, error=f"Ray trial error: {_error_text(trial)}")
+
+    def _store(self, number: int, trial, last: dict, error: str | None = None):
+        """number: the trial's place in Tune's trial list (creation order, kept by a restore)."""
+        config = self.config
+        result, status, reason = None, "complete", error
+        if error or last.get("failed"):
+            status, reason = "failed", error or last["failed"]
+        elif not last.get("final"):
+            status, reason = "pruned", f"stopped by ASHA after epoch {last.get('epoch', 0)}"
+        else:
+            result = Result(**{k: last[k] for k in RESULT_FIELDS})
+        self.board = self.board or Leaderboard(config.db_url)
+        self.board.append(TrialRecord(
+            study=config.study, objective=config.objective, backend="ray", trial_number=number, params=dict(trial.config),
+            status=status, seed=config.seed + _trial_seed_offset(trial.trial_id), started_at=now(), finished_at=now(), result=result,
+            failure_reason=reason, n_params=last.get("n_params"),
+        ))
+        progress = _PROGRESS.get(config.study)
+        if progress:
+            progress.trial_done(number, status, result.val_accuracy if result else None, float(last.get("time_total_s", 0.0)))
+
+
+def _trial_seed_offset(trial_id: str) -> int:
+    """Ray names trials by random ids; each trial's seed is derived from its id, the same in worker and driver."""
+    return zlib.crc32(trial_id.encode()) % 1_000_000
+
+
+def _error_text(trial) -> str:
+    path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+    if path and path.exists():
+        lines = [line for line in path.read_text().strip().splitlines() if line.strip()]
+        return lines[-1][:500] if lines else str(path)
+    return "see the Ray logs"
+
+
+def run(space: SearchSpace, config: SearchConfig, progress=None):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    run_dir = (Path(config.results_dir) / config.study).resolve()
+    storage = run_dir / "ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), _temp_dir=_temp_dir(run_dir), include_dashboard=False, log_to_driver=False)
+    _PROGRESS[config.study] = progress
+    trainable = tune.with_resources(_trainable(config, config.cpus_per_trial), {"cpu": config.cpus_per_trial})
+    experiment = storage / config.study
+    try:
+        if config.resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        else:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = (optuna.samplers.TPESampler(seed=config.seed) if config.sampler == "tpe"
+                       else optuna.samplers.RandomSampler(seed=config.seed))
+            searcher = OptunaSearch(space=space.to_optuna, metric="val_accuracy", mode="max", sampler=sampler,
+                                    points_to_evaluate=space.start or None)
+            max_epochs = int(space.fixed().get("epochs") or 20)
+            # max_t one past the last epoch: ASHA must not stop a trial before it sends its final result
+            scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs + 1, grace_period=1, reduction_factor=3)
+                         if config.pruner == "asha" else FIFOScheduler())
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", search_alg=searcher, scheduler=scheduler,
+                                            num_samples=config.trials, time_budget_s=config.timeout),
+                run_config=tune.RunConfig(name=config.study, storage_path=str(storage), verbose=0,
+                                          callbacks=[StreamToLeaderboard(config)]),
+            )
+        with progress or nullcontext():
+            if progress:
+                progress.begin(study_done=0, total=config.trials)
+            return tuner.fit()
+    finally:
+        ray.shutdown()
+
+
+def _temp_dir(run_dir: Path) -> str:
+    """Ray's temp dir under the run folder; Unix sockets cap paths near 107 bytes, so a long one goes through a short link."""
+    target = run_dir / "ray-tmp"
+    target.mkdir(parents=True, exist_ok=True)
+    if len(str(target)) <= 40:
+        return str(target)
+    link = Path(tempfile.gettempdir()) / f"bench-ray-{abs(hash(str(target))) % 10**8}"
+    if link.is_symlink() and link.resolve() != target.resolve():
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(target)
+    return str(link)
+
