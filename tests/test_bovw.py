@@ -311,3 +311,15 @@ def test_spaces_load_and_sample_known_params():
                 assert resolved["descriptor"] in ("kaze", "akaze") and resolved["keypoints"] == "dense"
     best = load_space("bovw_best")
     assert not best.grid() or all(len(v) == 1 for v in best.grid().values())  # every param fixed
+
+
+def test_fisher_pyramid_reuses_cell_statistics_exactly(sift, cache):
+    """Level 0 of a pyramid is built from its cells' statistics: it must equal the Fisher vector of the whole image."""
+    cfg0 = bp.PipelineConfig(encoding="fisher", fisher_components=4, fisher_pca=16, fisher_weights=True, codebook_samples=3000)
+    model = bp.fit_fisher(sift, np.arange(20), cfg0, cache)
+    whole = bp.fisher_vectors(sift, np.arange(4), model, cfg0)
+    for layout in ("square", "strips"):
+        cfg1 = bp.PipelineConfig(**{**bp.config_dict(cfg0), "levels": 1, "layout": layout, "level_weights": "uniform"})
+        pyramid = bp.fisher_vectors(sift, np.arange(4), model, cfg1)
+        np.testing.assert_allclose(pyramid[:, : whole.shape[1]], whole, atol=2e-5)
+        assert np.abs(pyramid[:, whole.shape[1]:]).sum() > 0

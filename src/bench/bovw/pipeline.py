@@ -279,6 +279,16 @@ def fisher_vectors(features: LocalFeatures, idx: np.ndarray, model: FisherModel,
     out = np.zeros((len(idx), per_cell * sum(cells_per_level)), np.float32)
     sigma = np.sqrt(model.variances)
     sw = np.sqrt(model.weights)
+
+    def vector(t, s0, s1, s2):
+        g_mu = (s1 - s0[:, None] * model.means) / sigma / (t * sw[:, None])
+        g_sig = ((s2 - 2 * model.means * s1 + s0[:, None] * model.means**2) / model.variances - s0[:, None]) / (
+            t * np.sqrt(2) * sw[:, None])
+        parts = [g_mu.ravel(), g_sig.ravel()]
+        if cfg.fisher_weights:
+            parts.append((s0 - t * model.weights) / (t * sw))
+        return _power_l2(np.concatenate(parts))
+
     for i, image in enumerate(idx):
         rows = np.arange(features.offsets[image], features.offsets[image + 1])
         if len(rows) == 0:
@@ -286,22 +296,27 @@ def fisher_vectors(features: LocalFeatures, idx: np.ndarray, model: FisherModel,
         x = model.project(transform_descriptors(features.as_float(rows), cfg.rootsift)).astype(np.float32)
         g = model.posteriors(x).astype(np.float32)
         xy = np.asarray(features.xy[rows])
-        col = 0
+        # sufficient statistics (count, sum g, g^T x, g^T x^2) per cell; they add up, so the whole image's (level 0)
+        # are the sum over level 1's cells rather than a second pass over every descriptor
+        stats: list[list[tuple]] = []
         for level, n_cells in enumerate(cells_per_level):
+            if level == 0 and cfg.levels >= 1:
+                stats.append([])
+                continue
             cell = cell_of(xy, level, cfg.layout)
+            level_stats = []
             for c in range(n_cells):
-                m = cell == c
-                t = int(m.sum())
+                m = cell == c if n_cells > 1 else slice(None)
+                gm, xm = g[m], x[m]
+                level_stats.append((len(gm), gm.sum(axis=0), gm.T @ xm, gm.T @ (xm * xm)))
+            stats.append(level_stats)
+        if cfg.levels >= 1:
+            stats[0] = [tuple(sum(parts) for parts in zip(*stats[1]))]
+        col = 0
+        for level, level_stats in enumerate(stats):
+            for t, s0, s1, s2 in level_stats:
                 if t:
-                    gm, xm = g[m], x[m]
-                    s0, s1, s2 = gm.sum(axis=0), gm.T @ xm, gm.T @ (xm**2)
-                    g_mu = (s1 - s0[:, None] * model.means) / sigma / (t * sw[:, None])
-                    g_sig = ((s2 - 2 * model.means * s1 + s0[:, None] * model.means**2) / model.variances - s0[:, None]) / (
-                        t * np.sqrt(2) * sw[:, None])
-                    parts = [g_mu.ravel(), g_sig.ravel()]
-                    if cfg.fisher_weights:
-                        parts.append((s0 - t * model.weights) / (t * sw))
-                    out[i, col : col + per_cell] = _power_l2(np.concatenate(parts)) * lw[level]
+                    out[i, col : col + per_cell] = vector(t, s0, s1, s2) * lw[level]
                 col += per_cell
     return out
 
