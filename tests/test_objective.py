@@ -105,3 +105,18 @@ def test_report_hook_prunes_and_keeps_the_curve(tiny_mit8):
 def test_unknown_params_are_rejected():
     with pytest.raises(ValueError, match="unknown params \\['colour_mode'\\]"):
         TinyNet().resolve({"colour_mode": 1})
+
+
+def test_residual_net_at_128px_does_not_crash_the_process(tiny_mit8):
+    """TF 2.21's oneDNN kernels segfaulted on this trial of a real sweep; bench turns them off (in a subprocess here,
+    so a crash fails this test instead of killing pytest)."""
+    import subprocess
+    import sys
+
+    params = dict(input_size=128, blocks=6, base_filters=24, growth=1.0, max_filters=64, kernel_size=7, residual=True,
+                  batch_norm=False, head="flatten", optimizer="rmsprop", lr=8.8e-4, momentum=0.68, one_cycle=True,
+                  batch_size=16, flip=False, shift=0.05, epochs=1)
+    code = ("from bench.objective import TrialContext; from objectives.tinynet import TinyNet; "
+            f"r = TinyNet().run({params!r}, TrialContext(data_root={str(tiny_mit8)!r})); print('epochs', r.epochs)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "epochs 1" in run.stdout, run.stderr[-2000:]
