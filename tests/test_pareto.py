@@ -42,3 +42,31 @@ def test_plot_writes_html_with_the_front_and_hover_params(tmp_path):
     if chromium():
         png = tmp_path / "pareto.png"
         assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+from bench.pareto import hypervolume, nondominated_ranks, pareto_promotable  # noqa: E402
+
+# (val accuracy, parameters) of six trials at one rung
+RUNG = [(0.80, 50_000), (0.85, 400_000), (0.70, 5_000), (0.75, 60_000), (0.60, 500_000), (0.82, 45_000)]
+
+
+def test_nondominated_sorting_on_a_hand_made_table():
+    # front 0: 0.85@400k, 0.70@5k, 0.82@45k; 1: 0.80@50k (beaten by 0.82@45k); 2: 0.75@60k; 3: 0.60@500k
+    assert nondominated_ranks(RUNG) == [1, 0, 0, 2, 3, 0]
+
+
+def test_pareto_promotion_picks_the_non_dominated_trials():
+    promoted = [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=2)]
+    assert promoted == [1, 2, 5]  # the three non-dominated trials, not the three most accurate (which would take 0)
+    by_accuracy = sorted(range(len(RUNG)), key=lambda i: -RUNG[i][0])[:3]
+    assert sorted(by_accuracy) == [0, 1, 5]
+    assert [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=3)] == [1, 5]
+    assert pareto_promotable(0, [(0.1, 10)], reduction_factor=3)  # a lone trial goes on
+
+
+def test_hypervolume_against_hand_computed_areas():
+    assert hypervolume([(0.5, 2.0)], (0.0, 4.0)) == 1.0
+    # two points: 0.5 from cost 1 to 3, then 0.8 from 3 to 4 -> 0.5*2 + 0.8*1
+    assert hypervolume([(0.5, 1.0), (0.8, 3.0)], (0.0, 4.0)) == pytest.approx(1.8)
+    assert hypervolume([(0.5, 1.0), (0.8, 3.0), (0.4, 2.0)], (0.0, 4.0)) == pytest.approx(1.8)  # dominated adds nothing
+    assert hypervolume([(0.5, 5.0)], (0.0, 4.0)) == 0.0

@@ -151,3 +151,20 @@ def test_ctrl_c_stops_cleanly_keeps_finished_trials_and_resumes(tmp_path, tiny_m
     assert resumed.returncode == 0, resumed.stderr
     numbers = [r["trial_number"] for r in rows(tmp_path)]
     assert len(numbers) == len(kept) + 1 and len(set(numbers)) == len(numbers)
+
+
+def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
+    space = dict(SPACE, params={**SPACE["params"], "epochs": 3, "base_filters": {"type": "int", "low": 4, "high": 24, "step": 4}})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    base = ["search", "tinynet", "--space", str(path), "--data", str(tiny_mit8), "--results", str(tmp_path / "results")]
+    run = CliRunner().invoke(app, base + ["--sampler", "nsga2", "--study", "moasha", "--trials", "6"])  # pareto-asha by default
+    assert run.exit_code == 0, run.output
+    stored = rows(tmp_path, study="moasha")
+    assert len(stored) == 6 and {r["status"] for r in stored} <= {"complete", "pruned"}
+    assert any(r["status"] == "pruned" for r in stored)
+    for r in stored:
+        if r["status"] == "pruned":
+            assert r["epochs"] is None and len(r["extras"]["history"]) in (1, 3)  # stopped at a rung: epoch 1 or 3
+    wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
+    assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output

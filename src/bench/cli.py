@@ -68,7 +68,7 @@ def search(
     trials: int = typer.Option(200, "--trials", min=1, help="Finished trials the study should hold (a re-run continues up to it)."),
     backend: str = typer.Option("optuna", "--backend", help="optuna, ray or kerastuner."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="optuna: tpe (default), random, grid, cmaes, nsga2 (accuracy vs params); ray: tpe, random; kerastuner: random (default), hyperband, bayesian."),
-    pruner: Optional[str] = typer.Option(None, "--pruner", help="optuna: asha (default, successive halving), hyperband, median, none; ray: asha, none."),
+    pruner: Optional[str] = typer.Option(None, "--pruner", help="optuna: asha (default, successive halving), hyperband, median, none, pareto-asha (default with nsga2: promotes by non-dominated sorting on accuracy and params); ray: asha, none."),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
@@ -99,7 +99,8 @@ def search(
     if backend not in BACKENDS:
         fail(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     chosen = get_backend(backend)
-    sampler, pruner = sampler or chosen.SAMPLERS[0], pruner or chosen.PRUNERS[0]
+    sampler = sampler or chosen.SAMPLERS[0]
+    pruner = pruner or (chosen.default_pruner(sampler) if hasattr(chosen, "default_pruner") else chosen.PRUNERS[0])
     if sampler not in chosen.SAMPLERS:
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
@@ -130,7 +131,7 @@ def search(
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
-    except DataError as e:
+    except (DataError, ValueError) as e:
         fail(str(e))
     wall = time.perf_counter() - start
     rows = [r for r in _board(db, results).query(study=name, sort="accuracy") if r["backend"] == backend]

@@ -17,3 +17,49 @@ def pareto_front(rows: list[dict[str, Any]], metric: str = "val_accuracy", cost:
             front.append(r)
             best = r[metric]
     return front
+
+
+def nondominated_ranks(points: list[tuple[float, float]]) -> list[int]:
+    """Front number of each (accuracy, cost) point by non-dominated sorting (0 = the Pareto front), as in NSGA-II."""
+    n = len(points)
+    dominated_by = [0] * n
+    dominates: list[list[int]] = [[] for _ in range(n)]
+    for i, (ai, ci) in enumerate(points):
+        for j, (aj, cj) in enumerate(points):
+            if ai >= aj and ci <= cj and (ai > aj or ci < cj):
+                dominates[i].append(j)
+                dominated_by[j] += 1
+    ranks, front, rank = [0] * n, [i for i in range(n) if dominated_by[i] == 0], 0
+    while front:
+        nxt = []
+        for i in front:
+            ranks[i] = rank
+            for j in dominates[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    nxt.append(j)
+        front, rank = nxt, rank + 1
+    return ranks
+
+
+def pareto_promotable(me: int, points: list[tuple[float, float]], reduction_factor: int) -> bool:
+    """Successive halving with a Pareto promotion rule (like MOASHA): of the trials that reached a rung, the best
+    1/reduction_factor by (front number, then accuracy) go on. points[me] is this trial's (accuracy, cost)."""
+    keep = max(1, len(points) // reduction_factor)
+    ranks = nondominated_ranks(points)
+    order = sorted(range(len(points)), key=lambda i: (ranks[i], -points[i][0], points[i][1]))
+    return me in order[:keep]
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by (accuracy up, cost down) points, bounded by reference = (lowest accuracy, highest cost).
+
+    Sweeps by cost: each slab between consecutive costs counts the best accuracy reached at or below that cost."""
+    ref_acc, ref_cost = reference
+    front = sorted((c, a) for a, c in points if a > ref_acc and c < ref_cost)
+    edges = [c for c, _ in front] + [ref_cost]
+    area, best = 0.0, ref_acc
+    for i, (cost, acc) in enumerate(front):
+        best = max(best, acc)
+        area += (best - ref_acc) * (edges[i + 1] - cost)
+    return area

@@ -18,10 +18,12 @@ import optuna
 from bench.backends import SearchConfig, execute_trial
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
+from bench.pareto import pareto_promotable
 from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
-PRUNERS = ("asha", "hyperband", "median", "none")
+PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
+PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -49,6 +51,8 @@ def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs or "auto", reduction_factor=3)
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "pareto-asha":  # decided in the trial function (Optuna cannot prune multi-objective studies itself)
+        return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner '{name}'; one of {PRUNERS}")
 
 
@@ -145,7 +149,11 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
         params = space.to_optuna(trial)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
-            if multi or "val_accuracy" not in metrics:  # Optuna cannot prune multi-objective studies
+            if "val_accuracy" not in metrics:
+                return False
+            if config.pruner == "pareto-asha":
+                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params)
+            if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
             return trial.should_prune()
@@ -160,6 +168,21 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
     return run
+
+
+def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: int) -> bool:
+    """Asynchronous successive halving whose promotion rule is non-dominated sorting on (val accuracy, -params)."""
+    if epoch not in PARETO_RUNGS:
+        return False
+    key = f"rung_{epoch}"
+    trial.set_user_attr(key, [accuracy, n_params])
+    at_rung = [t for t in trial.study.get_trials(deepcopy=False) if key in t.user_attrs and t.number != trial.number]
+    points = [tuple(t.user_attrs[key]) for t in at_rung] + [(accuracy, n_params)]
+    return not pareto_promotable(len(points) - 1, points, reduction_factor=3)
+
+
+def default_pruner(sampler: str) -> str:
+    return "pareto-asha" if sampler == "nsga2" else PRUNERS[0]
 
 
 def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
@@ -185,9 +208,10 @@ def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:
     """Run (or resume) the study until it has config.trials finished trials; returns the study."""
-    if multi_objective(config) and config.pruner != "none":
-        warnings.warn("nsga2 is multi-objective, and Optuna cannot prune multi-objective studies: pruner ignored")
-        config.pruner = "none"
+    if multi_objective(config) and config.pruner not in ("none", "pareto-asha"):
+        raise ValueError(f"--sampler nsga2 is multi-objective: use --pruner pareto-asha or none, not {config.pruner}")
+    if config.pruner == "pareto-asha" and not multi_objective(config):
+        raise ValueError("--pruner pareto-asha ranks trials on (accuracy, params): use it with --sampler nsga2")
     study = open_study(config, space)  # created once here, so workers only load it
     if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
         os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
