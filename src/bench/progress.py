@@ -21,7 +21,8 @@ class SearchProgress:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def begin(self, study_done: int, total: int) -> None:
+    def begin(self, study_done: int, total: int, best: float | None = None) -> None:
+        self.best = best  # a resumed study starts from its best so far
         self.trials = self.progress.add_task("trials", total=total, completed=study_done, info="")
         self.epochs = self.progress.add_task("  epochs", total=None, info="")
 

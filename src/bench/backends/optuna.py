@@ -133,9 +133,15 @@ def join(config: SearchConfig, progress=None) -> optuna.Study:
     space = SearchSpace.from_dict(attrs["space"], source=f"study {config.study}")
     with progress or nullcontext():
         if progress:
-            progress.begin(study_done=finished_count(study), total=joined.trials)
+            progress.begin(study_done=finished_count(study), total=joined.trials, best=best_value(study))
         _optimize(joined, space, progress)
     return study
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The best validation accuracy so far (the first objective of a multi-objective study)."""
+    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    return max(values, default=None)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -223,7 +229,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study
     try:
         with progress or nullcontext():
             if progress:
-                progress.begin(study_done=finished_count(study), total=config.trials)
+                progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
             _optimize(config, space, progress)
     finally:
         for w in workers:
