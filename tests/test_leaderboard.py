@@ -57,3 +57,19 @@ def test_invalid_status_is_refused(tmp_path):
 
 def test_postgresql_leaderboard(postgres_url):
     exercise(Leaderboard(postgres_url))
+
+
+def test_an_old_trials_table_is_renamed_and_kept(tmp_path):
+    import sqlalchemy as sa
+
+    from bench.leaderboard import trials
+
+    url = db_url(None, tmp_path)
+    engine = sa.create_engine(url)
+    old = trials.to_metadata(sa.MetaData(), name="trials")
+    old.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.insert().values(**record(7, res=result(0.9, 1000), study="old").row()))
+    engine.dispose()
+    rows = Leaderboard(url).query(study="old")
+    assert [r["trial_number"] for r in rows] == [7] and rows[0]["val_accuracy"] == 0.9

@@ -132,6 +132,21 @@ def db_url(db: str | None, results_dir: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def _rename_old_table(engine) -> None:
+    """Databases written before the table was renamed keep their rows in `trials` (not Optuna's table of that name):
+    rename it, replacing an empty `leaderboard` that a newer bench may have created beside it."""
+    inspector = sa.inspect(engine)
+    names = inspector.get_table_names()
+    if "trials" not in names or not {"study", "objective", "backend", "val_accuracy"} <= {c["name"] for c in inspector.get_columns("trials")}:
+        return
+    with engine.begin() as conn:
+        if "leaderboard" in names:
+            if conn.execute(sa.text("SELECT COUNT(*) FROM leaderboard")).scalar():
+                return
+            conn.execute(sa.text("DROP TABLE leaderboard"))
+        conn.execute(sa.text("ALTER TABLE trials RENAME TO leaderboard"))
+
+
 class Leaderboard:
     def __init__(self, url: str):
         self.url = url
@@ -141,6 +156,7 @@ class Leaderboard:
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA journal_mode=WAL"))
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
+        _rename_old_table(self.engine)
         metadata.create_all(self.engine)
 
     def append(self, record: TrialRecord) -> None:

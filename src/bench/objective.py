@@ -189,6 +189,7 @@ class Objective:
             start = time.perf_counter()
             info = self.fit(model, split, params, ctx)
             fit_seconds = time.perf_counter() - start
+            n_params = ctx.n_params = self.count_params(model)  # again: an SVM knows its support vectors only now
             val = self.validation_metrics(model, split, params, ctx)
             test_proba = self.predict_proba(model, split.x_test)
             test = classification_metrics(split.y_test, test_proba)
