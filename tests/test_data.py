@@ -42,6 +42,7 @@ def test_missing_data_says_where_to_get_it(tmp_path, monkeypatch):
 
 def test_decode_cache_is_written_once_and_then_read(tiny_mit8, tmp_path, monkeypatch):
     cat = bdata.scan(tiny_mit8)
+    bdata._MEMO.clear()  # earlier tests of this session may have loaded the same images into memory
     first = bdata.load_arrays(cat, 32, True, tmp_path)
     assert first.x_train.shape == (64, 32, 32, 3) and first.x_train.dtype == np.uint8
     assert len(list((tmp_path / "images").iterdir())) == 1
