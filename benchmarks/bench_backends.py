@@ -25,10 +25,12 @@ def main() -> None:
     parser.add_argument("--data")
     parser.add_argument("--results", default="results/backends")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default=",".join(ARMS), help="comma-separated subset to run")
     args = parser.parse_args()
     board = Leaderboard(db_url(None, Path(args.results)))
     lines = []
-    for backend, extra in ARMS.items():
+    for backend in args.backends.split(","):
+        extra = ARMS[backend]
         study = f"{args.space}-{backend}"
         cmd = [sys.executable, "-m", "bench.cli", "search", "tinynet", "--space", args.space, "--backend", backend,
                "--trials", str(args.trials), "--study", study, "--seed", str(args.seed), "--results", args.results, *extra]

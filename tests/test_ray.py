@@ -45,7 +45,26 @@ def two_node_cluster():
         subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], check=True, env=ENV, capture_output=True)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True)
+        _stop_cluster(temp, port)
+
+
+def _stop_cluster(temp: str, port: int) -> None:
+    """Stop this test's cluster only: `ray stop` would end every Ray on the machine, a user's own included."""
+    mine = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and (temp in cmdline or f"127.0.0.1:{port}" in cmdline):
+            mine.append(int(proc.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
 
 
 def test_search_on_a_two_node_cluster(tmp_path, tiny_mit8, two_node_cluster):

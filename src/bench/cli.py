@@ -17,7 +17,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter search and benchmarking for image classification.")
 spaces_app = typer.Typer(help="List the search spaces, or show one.", invoke_without_command=True)

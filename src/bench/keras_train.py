@@ -19,9 +19,6 @@ MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 def keras():
     """Keras, imported only when a neural family runs; TensorFlow's C++ start-up banner is kept off stderr."""
     if "keras" not in sys.modules:
-        # TF 2.21's oneDNN kernels crash the process (free(): invalid size) on some residual nets at 96-128 px;
-        # without them the same nets train. Set TF_ENABLE_ONEDNN_OPTS=1 to take them back.
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         sys.stderr.flush()
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -157,7 +157,11 @@ class Leaderboard:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         _rename_old_table(self.engine)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DatabaseError:  # another worker created the table between the check and the CREATE
+            if "leaderboard" not in sa.inspect(self.engine).get_table_names():
+                raise
 
     def append(self, record: TrialRecord) -> None:
         """Insert a trial's row, or replace it when the same (study, backend, trial) is written again."""
