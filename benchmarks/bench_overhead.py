@@ -19,7 +19,7 @@ from bench import data as bdata
 from bench.backends import SearchConfig
 from bench.backends import optuna as optuna_backend
 from bench.leaderboard import db_url
-from bench.objective import OBJECTIVES, FitInfo, Objective, Result, TrialContext
+from bench.objective import OBJECTIVES, Objective, Result, TrialContext
 from bench.space import SearchSpace
 
 

@@ -1,6 +1,5 @@
 """End-to-end Optuna searches through the CLI on a tiny real sample: real journal storage, real SQLite leaderboard."""
 import json
-from pathlib import Path
 
 import pytest
 import yaml

@@ -4,7 +4,6 @@ It is the one source for the `leaderboard`, `plot` and `report` commands.
 """
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 from dataclasses import dataclass, field

@@ -42,7 +42,7 @@ def _trainable(config: SearchConfig, cpus_per_trial: int):
         ctx = config.context(number, report_hook=report)
         try:
             result = get_objective(config.objective).run(params, ctx)
-        except (TrialFailed, Exception) as e:  # reported, not raised: the driver stores the reason
+        except Exception as e:  # reported, not raised: the driver stores the reason
             reason = str(e) if isinstance(e, (TrialFailed, Pruned)) else f"{type(e).__name__}: {e}"
             tune.report({"final": True, "failed": reason, "n_params": ctx.n_params or 0, "val_accuracy": 0.0})
             return
