@@ -133,7 +133,9 @@ def search(
     except (DataError, ValueError) as e:
         fail(str(e))
     wall = time.perf_counter() - start
-    rows = [r for r in _board(db, results).query(study=name, sort="accuracy") if r["backend"] == backend]
+    from bench.leaderboard import Leaderboard
+
+    rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
     _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
     err.print(f"wall time {wall:.1f} s | study holds {len(rows)} trials: {counts['complete']} complete, "

@@ -63,6 +63,7 @@ def is_database_url(storage: str | None) -> bool:
 def make_storage(config: SearchConfig):
     """A database URL gets heartbeats: a worker that dies mid-trial has that trial failed and retried by the others."""
     if is_database_url(config.storage):
+        warnings.filterwarnings("ignore", message=".*heartbeat_interval.*", category=optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             config.storage, heartbeat_interval=config.heartbeat, grace_period=2 * config.heartbeat,
             heartbeat_stale_trial_callback=_stale_trial_handler(config), engine_kwargs={"pool_pre_ping": True},
@@ -77,7 +78,9 @@ def make_storage(config: SearchConfig):
 
 
 def _stale_trial_handler(config: SearchConfig):
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    with warnings.catch_warnings():  # "experimental" in Optuna 5, and the supported way
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         Leaderboard(config.db_url).append(TrialRecord(
