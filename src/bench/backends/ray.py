@@ -160,7 +160,7 @@ def _temp_dir(run_dir: Path) -> str:
     target.mkdir(parents=True, exist_ok=True)
     if len(str(target)) <= 40:
         return str(target)
-    link = Path(tempfile.gettempdir()) / f"bench-ray-{abs(hash(str(target))) % 10**8}"
+    link = Path(tempfile.gettempdir()) / f"bench-ray-{zlib.crc32(str(target).encode()):08x}"  # stable across runs
     if link.is_symlink() and link.resolve() != target.resolve():
         link.unlink()
     if not link.exists():
