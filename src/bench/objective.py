@@ -21,6 +21,9 @@ from bench import data as bdata
 OBJECTIVES: dict[str, str] = {
     "tinynet": "objectives.tinynet:TinyNet",
     "bovw": "objectives.bovw:BoVW",
+    "mlp": "objectives.mlp:MLP",
+    "inception": "objectives.inception:InceptionV3",
+    "transfer": "objectives.transfer:Transfer",
 }
 
 
