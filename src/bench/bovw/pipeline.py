@@ -4,9 +4,11 @@
 store and nothing else (so inside a CV fold, only on that fold's training part); `predict_proba(features, idx)`
 classifies other images of the same store. The objective `objectives/bovw.py` feeds it OpenCV descriptors; a
 family with other local descriptors (patch features of a network, say) fills a `LocalFeatures` and calls the same.
+Its tail, `FeatureClassifier(config).fit_vectors(x, y)` / `.predict_vectors(x)` (normalise -> reduce -> classify),
+works alone on any fixed-length per-image features.
 
 Caches (under cache_dir/bovw/): k-means codebooks and Fisher GMMs per (descriptor store key, k or components, seed,
-sample size, descriptor transform, training image indices); visual-word assignments per (codebook, images).
+sample size, descriptor transform, training image indices); visual-word assignments per (codebook, descriptor store, images).
 
 Learned numbers (`n_params`): codebook k x D (Fisher: PCA D' x D + D, GMM means and variances K x D' each and K
 weights) + standard scaler (2 x dim) + PCA (n x dim + dim) / LDA (dim x n + dim) + classifier: SVM support vectors x
@@ -147,7 +149,7 @@ def visual_words(features: LocalFeatures, idx: np.ndarray, codebook_key: str, ce
                  cache_dir: Path, chunk_images: int = 256) -> np.ndarray:
     """Word of every descriptor of images idx (in image order), cached per (codebook, images)."""
     idx = np.asarray(idx, np.int64)
-    path = Path(cache_dir) / "bovw" / "words" / f"{_hash(codebook_key, idx)}.npz"
+    path = Path(cache_dir) / "bovw" / "words" / f"{_hash(codebook_key, features.key, idx)}.npz"  # idx means images of this store
     if path.exists():
         return np.load(path)["words"]
     parts = []
@@ -367,22 +369,15 @@ def sq_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # --- the pipeline ---
 
 
-class BoVWPipeline:
-    """Encode (codebook or GMM fitted on the training images only) -> normalise -> reduce -> classify."""
+class FeatureClassifier:
+    """Normalise -> reduce -> classify fixed-length vectors, everything fitted on the training rows only.
 
-    def __init__(self, cfg: PipelineConfig, cache_dir: Path, n_classes: int | None = None):
+    The tail of every BoVW pipeline, and usable alone on any per-image features (a network's hidden layer, say).
+    """
+
+    def __init__(self, cfg: PipelineConfig, n_classes: int | None = None):
         self.cfg = cfg
-        self.cache_dir = Path(cache_dir)
         self.n_classes = n_classes
-
-    # encoding
-    def encode(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
-        cfg = self.cfg
-        if cfg.encoding == "fisher":
-            return fisher_vectors(features, idx, self.fisher, cfg)
-        words = visual_words(features, idx, self.codebook_key, self.centers, cfg, self.cache_dir)
-        xy = np.asarray(features.xy[features.rows(idx)])
-        return histograms(words, xy, features.counts(idx), cfg.k, cfg.levels, cfg.layout, cfg.level_weights)
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:
         kind = self.cfg.normalize
@@ -396,8 +391,8 @@ class BoVWPipeline:
             return self.scaler.transform(x).astype(np.float32)
         return x
 
-    def transform(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
-        x = self._normalize(self.encode(features, idx))
+    def transform_vectors(self, x: np.ndarray) -> np.ndarray:
+        x = self._normalize(x)
         if self.reducer is not None:
             x = self.reducer.transform(x).astype(np.float32)
         return np.ascontiguousarray(x, np.float32)
@@ -413,26 +408,14 @@ class BoVWPipeline:
             return intersection_kernel(x, y)
         return np.exp(-self.gamma_ * chi2_distance(x, y))
 
-    def fit(self, features: LocalFeatures, idx: np.ndarray, y: np.ndarray) -> "BoVWPipeline":
+    def fit_vectors(self, x: np.ndarray, y: np.ndarray) -> "FeatureClassifier":
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
         from sklearn.decomposition import PCA
         from sklearn.preprocessing import StandardScaler
 
         cfg = self.cfg
-        idx, y = np.asarray(idx, np.int64), np.asarray(y)
+        y = np.asarray(y)
         self.n_classes = self.n_classes or int(y.max()) + 1
-        self.fisher = self.centers = self.codebook_key = None
-        if cfg.encoding == "fisher":
-            self.fisher = fit_fisher(features, idx, cfg, self.cache_dir)
-        else:
-            self.codebook_key, self.centers = fit_codebook(features, idx, cfg, self.cache_dir)
-        self.descriptor_dim = features.dim
-        if cfg.encoding == "fisher":
-            dim = sum(pyramid_cells(cfg.levels, cfg.layout)) * fisher_dim(*self.fisher.means.shape, cfg.fisher_weights)
-            if dim * len(idx) * 4 > 4e9:
-                raise BoVWError(f"Fisher vectors of {dim:,} dims for {len(idx)} images would need "
-                                f"{dim * len(idx) * 4 / 1e9:.1f} GB: use fewer components, PCA dims or pyramid levels")
-        x = self.encode(features, idx)
         self.encoded_dim = x.shape[1]
         self.scaler = StandardScaler().fit(x) if cfg.normalize == "standard" else None
         x = self._normalize(x)
@@ -485,8 +468,9 @@ class BoVWPipeline:
 
             self.clf = LogisticRegression(C=cfg.C, max_iter=2000).fit(x, y)
 
-    def predict_proba(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
-        x = self.transform(features, idx)
+    def predict_vectors(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of raw (un-normalised) feature rows."""
+        x = self.transform_vectors(x)
         if self.cfg.classifier == "svm":
             gram = np.zeros((len(x), self.x_train_len), np.float64)
             gram[:, self.clf.support_] = self._kernel(x, self.support_x)  # only support vectors count
@@ -500,7 +484,7 @@ class BoVWPipeline:
     # learned numbers
     def param_breakdown(self) -> dict[str, int]:
         cfg = self.cfg
-        parts = {"codebook": self.fisher.n_params() if self.fisher is not None else int(self.centers.size)}
+        parts = {}
         if self.scaler is not None:
             parts["scaler"] = 2 * self.encoded_dim
         if cfg.reduce == "pca":
@@ -521,6 +505,50 @@ class BoVWPipeline:
 
     def n_params(self) -> int:
         return int(sum(self.param_breakdown().values()))
+
+
+class BoVWPipeline(FeatureClassifier):
+    """Encode (codebook or GMM fitted on the training images only) -> normalise -> reduce -> classify."""
+
+    def __init__(self, cfg: PipelineConfig, cache_dir: Path, n_classes: int | None = None):
+        super().__init__(cfg, n_classes)
+        self.cache_dir = Path(cache_dir)
+
+    # encoding
+    def encode(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        if cfg.encoding == "fisher":
+            return fisher_vectors(features, idx, self.fisher, cfg)
+        words = visual_words(features, idx, self.codebook_key, self.centers, cfg, self.cache_dir)
+        xy = np.asarray(features.xy[features.rows(idx)])
+        return histograms(words, xy, features.counts(idx), cfg.k, cfg.levels, cfg.layout, cfg.level_weights)
+
+    def transform(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
+        return self.transform_vectors(self.encode(features, idx))
+
+    def fit(self, features: LocalFeatures, idx: np.ndarray, y: np.ndarray) -> "BoVWPipeline":
+        cfg = self.cfg
+        idx = np.asarray(idx, np.int64)
+        self.n_classes = self.n_classes or int(np.asarray(y).max()) + 1
+        self.fisher = self.centers = self.codebook_key = None
+        if cfg.encoding == "fisher":
+            self.fisher = fit_fisher(features, idx, cfg, self.cache_dir)
+        else:
+            self.codebook_key, self.centers = fit_codebook(features, idx, cfg, self.cache_dir)
+        self.descriptor_dim = features.dim
+        if cfg.encoding == "fisher":
+            dim = sum(pyramid_cells(cfg.levels, cfg.layout)) * fisher_dim(*self.fisher.means.shape, cfg.fisher_weights)
+            if dim * len(idx) * 4 > 4e9:
+                raise BoVWError(f"Fisher vectors of {dim:,} dims for {len(idx)} images would need "
+                                f"{dim * len(idx) * 4 / 1e9:.1f} GB: use fewer components, PCA dims or pyramid levels")
+        return self.fit_vectors(self.encode(features, idx), y)
+
+    def predict_proba(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
+        return self.predict_vectors(self.encode(features, idx))
+
+    def param_breakdown(self) -> dict[str, int]:
+        codebook = self.fisher.n_params() if self.fisher is not None else int(self.centers.size)
+        return {"codebook": codebook, **super().param_breakdown()}
 
 
 def config_dict(cfg: PipelineConfig) -> dict:

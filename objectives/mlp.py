@@ -1,0 +1,334 @@
+"""MLP: a plain multi-layer perceptron on resized images, and the paper's three variants of it, as one family.
+
+    variant=end_to_end   the MLP itself: image (resized to input_size, RGB or gray) -> dense layers -> softmax
+    variant=svm          the trained MLP's hidden-layer features (feature_layer counts back from the last hidden
+                         layer, 0 = last) -> normalise -> SVM. Images are resized (PIL, bilinear), never np.resize'd:
+                         the paper's 0.41-0.44 came from np.resize, which reshapes the pixel buffer.
+    variant=patches      the MLP is trained on patch_size patches of the fit images (a grid with step
+                         patch_step x patch_size whose last row and column touch the far edges, or random crops);
+                         an image's prediction aggregates its grid patches' by mean probability or by majority vote
+    variant=patch_bovw   the patch-trained MLP's hidden features of every grid patch are dense local descriptors
+                         (position = patch centre) -> k-means codebook -> histogram (spatial pyramid) -> SVM, through
+                         the BoVW family's own pipeline (bench.bovw.pipeline)
+
+Protocol: everything (network, SVM, codebook) is fitted on the fit part of train/ only; the search selects on the
+stratified validation hold-out (TrialContext.images), per image: for the patch variants the validation images' patch
+predictions are aggregated first. Test is measured the same way and stored, never used to select. The backend prunes
+on the network's per-epoch validation accuracy, per image (patch variants: mean of patch probabilities), also for
+svm / patch_bovw whose final figure comes from the SVM fitted after the last epoch.
+
+Parameter count (count_params): every weight of the network, as Keras counts them (batch-norm statistics included),
+plus what the variant adds, in bench.bovw's convention: svm: scaler (2 x dim, when standard) + support vectors x dim
++ dual coefficients + intercepts + Platt parameters; patch_bovw: the same for its histogram SVM + the codebook
+(k x feature dim). Before fitting, count_params gives an upper bound (every fit image a support vector); the
+breakdown after fitting is in the trial's history (n_params_network, n_params_codebook, n_params_classifier, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench import data as bdata
+from bench import keras_train as kt
+from bench.bovw import BoVWPipeline, FeatureClassifier, LocalFeatures, PipelineConfig
+from bench.data import Split
+from bench.objective import FitInfo, Objective, TrialContext, TrialFailed, classification_metrics
+
+VARIANTS = ("end_to_end", "svm", "patches", "patch_bovw")
+PATCH_VARIANTS = ("patches", "patch_bovw")
+AGGREGATES = ("mean", "vote")
+
+
+# --- patches ---
+
+
+def grid_positions(size: int, patch: int, step: int) -> list[int]:
+    """Patch starts along one axis: every `step` pixels, plus one flush with the far edge, so the grid covers the image."""
+    if not 1 <= patch <= size:
+        raise TrialFailed(f"patch_size {patch} does not fit a {size}px image: use patch_size <= input_size")
+    starts = list(range(0, size - patch + 1, max(1, step)))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def grid_patches(x: np.ndarray, patch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N x P x patch x patch x C patches of each image, P x 2 patch centres (x, y) in [0, 1)), row by row."""
+    size = x.shape[1]
+    starts = grid_positions(size, patch, step)
+    corners = [(r, c) for r in starts for c in starts]
+    patches = np.stack([x[:, r : r + patch, c : c + patch] for r, c in corners], axis=1)
+    centres = np.array([((c + patch / 2) / size, (r + patch / 2) / size) for r, c in corners], np.float32)
+    return patches, np.minimum(centres, 0.9999)
+
+
+def random_patches(x: np.ndarray, patch: int, n: int, seed: int) -> np.ndarray:
+    """N x n random crops of each image (seeded), drawn once."""
+    size = x.shape[1]
+    grid_positions(size, patch, 1)  # same size check
+    corners = np.random.default_rng(seed).integers(0, size - patch + 1, (len(x), n, 2))
+    return np.stack([np.stack([img[r : r + patch, c : c + patch] for r, c in cs]) for img, cs in zip(x, corners)])
+
+
+def aggregate(proba: np.ndarray, how: str) -> np.ndarray:
+    """N x P x C patch probabilities -> N x C image probabilities: their mean, or the fraction of patch votes per
+    class (ties broken by mean probability, which is added at under half a vote)."""
+    mean = proba.mean(axis=1)
+    if how == "mean":
+        return mean
+    if how != "vote":
+        raise TrialFailed(f"aggregate must be one of {AGGREGATES}, got '{how}'")
+    n_patches, n_classes = proba.shape[1], proba.shape[2]
+    votes = np.eye(n_classes)[proba.argmax(axis=2)].sum(axis=1) / n_patches
+    scores = votes + mean * (0.5 / n_patches)
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def layer_units(params: dict[str, Any]) -> list[int]:
+    """Units of each hidden layer: `units`, then times `taper` per layer (16 at least)."""
+    return [max(16, int(round(params["units"] * params["taper"] ** i))) for i in range(int(params["hidden_layers"]))]
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class MLPModel:
+    net: Any  # the Keras network
+    params: dict[str, Any]
+    n_fit: int
+    n_classes: int
+    cache_dir: Any = None
+    extractor: Any = None  # Keras model: input -> the chosen hidden layer (svm, patch_bovw)
+    head: FeatureClassifier | None = None  # the SVM (svm) or the BoVW pipeline (patch_bovw), once fitted
+    identity: str = ""  # digest of the trained weights: names this network's descriptors in the BoVW caches
+
+
+class _ImageLevelReports:
+    """The trial context as fit_keras sees it while training on patches: it reports per-image validation metrics
+    (patch probabilities averaged) instead of Keras' per-patch ones, so the pruner compares patch trials with
+    whole-image trials on the same footing. Keras' per-patch figures are kept as patch_val_*."""
+
+    def __init__(self, ctx: TrialContext, score):
+        self._ctx, self._score = ctx, score
+        self.per_image: list[dict[str, float]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+    def report(self, epoch: int, metrics: dict[str, float], total_epochs: int = 0) -> None:
+        per_patch = {f"patch_{k}": v for k, v in metrics.items() if k.startswith("val_")}
+        self.per_image.append(self._score())
+        self._ctx.report(epoch, {**metrics, **per_patch, **self.per_image[-1]}, total_epochs)
+
+    def curves(self, history: dict[str, list[float]]) -> dict[str, list[float]]:
+        """Keras' history with the per-image validation curves in place of the per-patch ones (kept as patch_*)."""
+        out = dict(history)
+        for key in self.per_image[0] if self.per_image else ():
+            out[f"patch_{key}"] = out.get(key, [])
+            out[key] = [m[key] for m in self.per_image]
+        return out
+
+
+class MLP(Objective):
+    name = "mlp"
+    defaults: dict[str, Any] = {
+        "variant": "end_to_end",
+        # the network
+        "input_size": 32,  # images resized to input_size x input_size
+        "color": True,
+        "hidden_layers": 2,
+        "units": 512,
+        "taper": 0.5,  # each hidden layer has taper x the units of the one before
+        "activation": "relu",
+        "init": "he_normal",
+        "batch_norm": True,
+        "dropout": 0.2,
+        "flip": True,  # random horizontal flips while training
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "one_cycle": True,
+        "batch_size": 64,
+        "epochs": 20,
+        "patience": 0,
+        # patches and patch_bovw
+        "patch_size": 16,
+        "patch_step": 0.5,  # grid step as a fraction of patch_size
+        "patch_sampling": "grid",  # training patches: the grid, or random crops (validation and test: the grid)
+        "patches_per_image": 16,  # random crops per fit image
+        "aggregate": "mean",  # patches: mean probability or majority vote
+        # svm and patch_bovw: features of a hidden layer
+        "feature_layer": 0,  # counted back from the last hidden layer (0: the last); beyond the first means the first
+        "svm_normalize": "standard",  # svm: of the hidden features
+        "svm_kernel": "rbf",  # svm: linear or rbf
+        "C": 1.0,
+        "gamma": 1.0,  # rbf / chi2: relative to 1 / mean squared distance (bench.bovw's convention)
+        # patch_bovw
+        "k": 128,
+        "levels": 1,  # spatial pyramid levels (0-2)
+        "bovw_normalize": "l1",
+        "bovw_kernel": "intersection",
+        "codebook_samples": 50_000,
+    }
+
+    def load_data(self, params: dict[str, Any], ctx: TrialContext) -> Split:
+        return ctx.images(int(params["input_size"]), bool(params["color"]))
+
+    def build(self, params: dict[str, Any], split: Split) -> MLPModel:
+        if params["variant"] not in VARIANTS:
+            raise TrialFailed(f"variant must be one of {', '.join(VARIANTS)}, got '{params['variant']}'")
+        size, channels = split.x_fit.shape[1], split.x_fit.shape[3]
+        side = int(params["patch_size"]) if params["variant"] in PATCH_VARIANTS else size
+        grid_positions(size, side, 1)  # a patch larger than the image fails here, before training
+        k = kt.keras()
+        L = k.layers
+        inputs = k.Input((side, side, channels))
+        x = L.Rescaling(1 / 127.5, offset=-1.0)(inputs)  # centred inputs: a dense first layer learns faster
+        if params["flip"]:
+            x = L.RandomFlip("horizontal")(x)
+        x = L.Flatten()(x)
+        for i, units in enumerate(layer_units(params), start=1):
+            x = L.Dense(units, kernel_initializer=params["init"], use_bias=not params["batch_norm"])(x)
+            if params["batch_norm"]:
+                x = L.BatchNormalization()(x)
+            x = L.Activation(params["activation"], name=f"hidden_{i}")(x)
+            if params["dropout"]:
+                x = L.Dropout(params["dropout"])(x)
+        outputs = L.Dense(split.num_classes, activation="softmax")(x)
+        return MLPModel(k.Model(inputs, outputs, name="mlp"), dict(params), len(split.y_fit), split.num_classes)
+
+    def _feature_index(self, params: dict[str, Any]) -> int:
+        """1-based index of the hidden layer whose features the SVM / codebook sees."""
+        return max(1, int(params["hidden_layers"]) - int(params["feature_layer"]))
+
+    # --- training ---
+
+    def fit(self, model: MLPModel, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
+        variant = params["variant"]
+        if variant in PATCH_VARIANTS:
+            step = max(1, int(round(params["patch_step"] * params["patch_size"])))
+            p = int(params["patch_size"])
+            if params["patch_sampling"] == "random":
+                train = random_patches(split.x_fit, p, int(params["patches_per_image"]), ctx.seed)
+            elif params["patch_sampling"] == "grid":
+                train = grid_patches(split.x_fit, p, step)[0]
+            else:
+                raise TrialFailed(f"patch_sampling must be grid or random, got '{params['patch_sampling']}'")
+            val = grid_patches(split.x_val, p, step)[0]
+            per_patch = dataclasses.replace(
+                split, x_fit=_flat(train), y_fit=np.repeat(split.y_fit, train.shape[1]),
+                x_val=_flat(val), y_val=np.repeat(split.y_val, val.shape[1]))
+
+            def score():
+                proba = aggregate(self._patch_proba(model.net, split.x_val, params), "mean")
+                m = classification_metrics(split.y_val, proba)
+                return {"val_accuracy": m["accuracy"], "val_loss": m["loss"]}
+
+            reports = _ImageLevelReports(ctx, score)
+            info = kt.fit_keras(model.net, per_patch, params, reports)
+            history = reports.curves(info.history)
+        else:
+            info = kt.fit_keras(model.net, split, params, ctx)
+            history = dict(info.history)
+        history["n_params_network"] = [float(model.net.count_params())]
+        if variant in ("svm", "patch_bovw"):
+            k = kt.keras()
+            layer = model.net.get_layer(f"hidden_{self._feature_index(params)}")
+            model.extractor = k.Model(model.net.input, layer.output)
+            model.identity = _digest(*model.net.get_weights(), np.array([self._feature_index(params)]))
+            model.cache_dir = ctx.cache_dir or bdata.default_cache_dir()
+            cfg = self._head_config(params, ctx.seed)
+            if variant == "svm":
+                model.head = FeatureClassifier(cfg, split.num_classes).fit_vectors(
+                    self._features(model, split.x_fit), split.y_fit)
+            else:
+                store = self._patch_store(model, split.x_fit)
+                model.head = BoVWPipeline(cfg, model.cache_dir, split.num_classes).fit(
+                    store, np.arange(len(split.x_fit)), split.y_fit)
+            history["feature_dim"] = [float(model.extractor.output.shape[-1])]
+            history.update({f"n_params_{k}": [float(v)] for k, v in model.head.param_breakdown().items()})
+        return FitInfo(epochs=info.epochs, history=history)
+
+    def _head_config(self, params: dict[str, Any], seed: int) -> PipelineConfig:
+        if params["variant"] == "svm":
+            if params["svm_kernel"] not in ("linear", "rbf"):
+                raise TrialFailed(f"svm_kernel must be linear or rbf for hidden features, got '{params['svm_kernel']}'")
+            return PipelineConfig(normalize=params["svm_normalize"], classifier="svm", svm_kernel=params["svm_kernel"],
+                                  C=params["C"], gamma=params["gamma"], seed=seed, classifier_seed=seed)
+        return PipelineConfig(encoding="hist", k=int(params["k"]), codebook_samples=int(params["codebook_samples"]),
+                              levels=int(params["levels"]), normalize=params["bovw_normalize"], classifier="svm",
+                              svm_kernel=params["bovw_kernel"], C=params["C"], gamma=params["gamma"], seed=seed,
+                              classifier_seed=seed)
+
+    # --- features and predictions ---
+
+    def _patch_proba(self, net, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        """N x P x C softmax of every grid patch of every image."""
+        step = max(1, int(round(params["patch_step"] * params["patch_size"])))
+        patches = grid_patches(x, int(params["patch_size"]), step)[0]
+        return kt.predict_keras(net, _flat(patches)).reshape(len(x), patches.shape[1], -1)
+
+    def _features(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
+        return kt.predict_keras(model.extractor, x).astype(np.float32)
+
+    def _patch_store(self, model: MLPModel, x: np.ndarray) -> LocalFeatures:
+        """Hidden features of every grid patch of images x as a BoVW descriptor store. Its key names the trained
+        network, the layer and the images, so codebook and word caches never mix two networks or two image sets."""
+        params = model.params
+        step = max(1, int(round(params["patch_step"] * params["patch_size"])))
+        patches, centres = grid_patches(x, int(params["patch_size"]), step)
+        n, per_image = patches.shape[:2]
+        desc = self._features(model, _flat(patches))
+        return LocalFeatures(desc, np.tile(centres, (n, 1)).astype(np.float16), np.arange(n + 1, dtype=np.int64) * per_image,
+                             key=f"mlp-{model.identity}-{_digest(x)}")
+
+    def predict_proba(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
+        """Per image, for every variant (patch variants aggregate their grid patches)."""
+        variant = model.params["variant"]
+        if variant == "end_to_end":
+            return kt.predict_keras(model.net, x)
+        if variant == "svm":
+            return model.head.predict_vectors(self._features(model, x))
+        if variant == "patches":
+            return aggregate(self._patch_proba(model.net, x, model.params), model.params["aggregate"])
+        return model.head.predict_proba(self._patch_store(model, x), np.arange(len(x)))
+
+    # --- parameters and housekeeping ---
+
+    def count_params(self, model: MLPModel) -> int:
+        """Network weights + the variant's SVM (and codebook); see the module docstring. An upper bound before fit."""
+        network = int(model.net.count_params())
+        if model.head is not None:
+            return network + model.head.n_params()
+        variant, params = model.params["variant"], model.params
+        if variant not in ("svm", "patch_bovw"):
+            return network
+        n, c = model.n_fit, model.n_classes
+        pairs = c * (c - 1) // 2
+        if variant == "svm":
+            dim = layer_units(params)[self._feature_index(params) - 1]
+            extra = 2 * dim if params["svm_normalize"] == "standard" else 0
+        else:
+            dim = int(params["k"]) * sum(4**level for level in range(int(params["levels"]) + 1))
+            extra = int(params["k"]) * layer_units(params)[self._feature_index(params) - 1]
+        return network + extra + n * dim + (c - 1) * n + 3 * pairs
+
+    def release(self, model: MLPModel) -> None:
+        kt.release_keras()
+
+    def set_seed(self, seed: int) -> None:
+        kt.seed_everything(seed)
+
+
+def _flat(patches: np.ndarray) -> np.ndarray:
+    """N x P x ... -> (N*P) x ..., image by image."""
+    return patches.reshape(-1, *patches.shape[2:])
