@@ -135,7 +135,10 @@ def activation_probe(model):
     if not layers:
         return None, None
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a list for one input warns on every call
-    return layers, keras().Model(inputs, [layer.output for layer in layers])
+    try:
+        return layers, keras().Model(inputs, [layer.output for layer in layers])
+    except ValueError:  # a sub-model cut from a bigger graph (transfer's trained top): its layers' outputs live there
+        return None, None
 
 
 def activation_stats(model, x: np.ndarray, hist: bool = True, probe=None) -> dict[str, dict[str, Any]]:

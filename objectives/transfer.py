@@ -1,0 +1,269 @@
+"""Transfer learning from a pretrained backbone (bench.transfer.backbones), as the paper did with InceptionV3.
+
+What a trial chooses:
+- backbone and weights: efficientnet_lite0 (ImageNet weights that work offline) or inceptionv3 (`objectives/inception.py`);
+  weights "imagenet", a local weights file, or "none" (random init).
+- mode: freeze_all_but_head (only the new head trains); unfreeze_blocks (the last `unfreeze_blocks` blocks train as
+  well, or the first ones with unfreeze_from=bottom); cut_after (the network ends at block `cut_after`, then
+  global-average-pooling + the head; `unfreeze_blocks` of the cut network's top blocks train too).
+  Batch-norm layers stay in inference mode even in unfrozen blocks unless train_bn (the usual fine-tuning advice:
+  batch statistics of small batches would wash out the pretrained ones).
+- activation: the paper's knob. It swaps the function of every Activation layer of the backbone (ReLU6 / ReLU) for
+  relu, elu or tanh, as the paper did. The pretrained weights were learned for the original function, so any
+  other choice breaks the pretrained features; "keep" leaves them alone.
+- head: GAP -> [Dense(head_units, head_activation)] -> Dropout(head_dropout) -> Dense(classes, softmax).
+- augmentation (training only, Keras preprocessing layers before the backbone): horizontal flip, rotation (degrees),
+  width/height shift and zoom (fractions of the size), shear (a fraction, Keras' RandomShear factor).
+- dataset: full (the fit part of train/) or tiny (a seeded `tiny_per_class` per class of it; the paper's 400 images).
+- optimizer / lr / momentum / one_cycle / epochs / batch_size / patience, as every Keras family.
+
+Speed: the frozen bottom of the network (everything below the first trainable block) is computed once per
+(data, backbone, weights, input size, activation, cut, boundary) and cached on disk (bench.transfer.features); then
+only the trainable top runs, so head-only trials take seconds. Augmentation changes the images every epoch, so an
+augmented trial (or unfreeze_from=bottom, or random weights) runs the whole network, and says how long it will take.
+
+Protocol: validation is the study's seeded hold-out of train/; the test set is measured, never used to select.
+Parameter count: every number of the composed network (backbone as cut + head), as Keras counts them (batch-norm
+moving statistics included); the trainable count is in the history as `trainable_params`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import data as bdata
+from bench import keras_train as kt
+from bench.objective import FitInfo, Objective, TrialContext, TrialFailed
+from bench.transfer.backbones import block_of_layers, get_backbone
+from bench.transfer.features import cached_features, feature_key
+
+MODES = ("freeze_all_but_head", "unfreeze_blocks", "cut_after")
+SWAPS = ("keep", "relu", "elu", "tanh")
+AUGMENTATIONS = ("flip", "rotation", "shift", "shear", "zoom")
+
+
+
+@dataclasses.dataclass
+class TransferModel:
+    """The composed network and what the trial trains: `trained` on `inputs` ("images" or cached "features")."""
+
+    whole: Any
+    trained: Any
+    inputs: str
+    boundary: str | None  # the layer the frozen bottom ends at, when it is cached
+    cache_hit: bool = False
+
+
+def augmentation_layers(params: dict[str, Any]) -> list:
+    """Keras preprocessing layers for the augmentations switched on; they act in training only."""
+    L = kt.keras().layers
+    layers = []
+    if params["flip"]:
+        layers.append(L.RandomFlip("horizontal", name="aug_flip"))
+    if params["rotation"]:
+        layers.append(L.RandomRotation(params["rotation"] / 360.0, fill_mode="reflect", name="aug_rotation"))
+    if params["shift"]:
+        layers.append(L.RandomTranslation(params["shift"], params["shift"], fill_mode="reflect", name="aug_shift"))
+    if params["shear"]:
+        layers.append(L.RandomShear(params["shear"], params["shear"], fill_mode="reflect", name="aug_shear"))
+    if params["zoom"]:
+        layers.append(L.RandomZoom(params["zoom"], fill_mode="reflect", name="aug_zoom"))
+    return layers
+
+
+class Transfer(Objective):
+    name = "transfer"
+    defaults: dict[str, Any] = {
+        "backbone": "efficientnet_lite0",
+        "weights": "imagenet",
+        "input_size": 224,
+        "mode": "freeze_all_but_head",
+        "unfreeze_blocks": 0,
+        "unfreeze_from": "top",
+        "cut_after": "",
+        "train_bn": False,
+        "activation": "keep",
+        "head_units": 0,
+        "head_activation": "relu",
+        "head_dropout": 0.2,
+        "flip": False,
+        "rotation": 0.0,
+        "shift": 0.0,
+        "shear": 0.0,
+        "zoom": 0.0,
+        "dataset": "full",
+        "tiny_per_class": 50,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "one_cycle": False,
+        "batch_size": 32,
+        "epochs": 10,
+        "patience": 0,
+    }
+
+    def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().resolve(params)
+        backbone = get_backbone(params["backbone"])
+        if params["mode"] not in MODES:
+            raise TrialFailed(f"mode must be one of {MODES}, got '{params['mode']}'")
+        if params["activation"] not in SWAPS:
+            raise TrialFailed(f"activation must be one of {SWAPS}, got '{params['activation']}'")
+        if params["mode"] == "cut_after" and params["cut_after"] not in backbone.block_ends:
+            raise TrialFailed(f"cut_after must name a block end of {backbone.name}: {', '.join(backbone.block_ends)}")
+        if int(params["input_size"]) < backbone.min_input_size:
+            raise TrialFailed(f"{backbone.name} needs input_size >= {backbone.min_input_size}")
+        if params["weights"] in ("none", "None", ""):
+            params["weights"] = None
+        return params
+
+    # --- the network ---
+    def _whole(self, params: dict[str, Any], num_classes: int, ctx_cache) -> tuple[Any, list[str]]:
+        """The composed network with its trainable flags set, and the names of its blocks' ends (after any cut)."""
+        k = kt.keras()
+        L = k.layers
+        backbone = get_backbone(params["backbone"])
+        net = backbone.make(int(params["input_size"]), params["weights"], ctx_cache)
+        kt.seed_everything(getattr(self, "seed", 0))  # the head's init depends on the seed only, not on a first conversion
+        ends = list(backbone.block_ends)
+        if params["mode"] == "cut_after":
+            ends = ends[: ends.index(params["cut_after"]) + 1]
+        x = net.get_layer(ends[-1]).output
+        x = L.GlobalAveragePooling2D(name="features")(x)
+        if params["head_units"]:
+            x = L.Dense(int(params["head_units"]), activation=params["head_activation"], name="head_dense")(x)
+        if params["head_dropout"]:
+            x = L.Dropout(float(params["head_dropout"]), name="head_dropout")(x)
+        outputs = L.Dense(num_classes, activation="softmax", name="head_softmax")(x)
+        whole = k.Model(net.inputs[0], outputs, name=f"{backbone.name}_transfer")
+
+        if params["activation"] != "keep":  # the paper's swap, in place: every Activation layer of the backbone
+            fn = k.activations.get(params["activation"])
+            for layer in whole.layers:
+                if layer.__class__.__name__ == "Activation":
+                    layer.activation = fn
+
+        blocks = block_of_layers(whole, tuple(ends))
+        trainable = self.trainable_blocks(params, len(ends))
+        for layer in whole.layers:
+            if layer.name in blocks:
+                is_bn = layer.__class__.__name__ == "BatchNormalization"
+                layer.trainable = blocks[layer.name] in trainable and (params["train_bn"] or not is_bn)
+        return whole, ends
+
+    @staticmethod
+    def trainable_blocks(params: dict[str, Any], n_blocks: int) -> set[int]:
+        k = 0 if params["mode"] == "freeze_all_but_head" else max(0, min(int(params["unfreeze_blocks"]), n_blocks))
+        if params["unfreeze_from"] == "bottom":
+            return set(range(k))
+        return set(range(n_blocks - k, n_blocks))
+
+    def _boundary(self, params: dict[str, Any], ends: list[str]) -> str | None:
+        """Where the cacheable frozen bottom ends, or None when the whole network must run on images each epoch."""
+        augmented = any(params[a] for a in AUGMENTATIONS)
+        if params["weights"] is None or augmented:
+            return None
+        trainable = self.trainable_blocks(params, len(ends))
+        if not trainable:
+            return "features"  # everything below the head is frozen: cache the pooled features
+        first = min(trainable)
+        return ends[first - 1] if first > 0 else None
+
+    # --- the template's parts ---
+    def load_data(self, params: dict[str, Any], ctx: TrialContext) -> bdata.Split:
+        """The images, or the cached outputs of the frozen bottom when there is one to cache (then the split's x
+        arrays hold those features, so validation and test read them like images)."""
+        size, tiny = int(params["input_size"]), self._tiny(params)
+        split = ctx.images(size, True, tiny)
+        cache = ctx.cache_dir or bdata.default_cache_dir()
+        whole, ends = self._whole(params, split.num_classes, cache)
+        boundary = self._boundary(params, ends)
+        if boundary is None:
+            self._model = TransferModel(whole, self._augmented(whole, params), "images", None)
+            return split
+        k = kt.keras()
+        bottom = k.Model(whole.input, whole.get_layer(boundary).output, name="frozen_bottom")
+        top = k.Model(whole.get_layer(boundary).output, whole.output, name="trained_top")
+        key = feature_key(data=ctx.catalog.fingerprint(), backbone=params["backbone"], weights=self._weights_id(params),
+                          size=size, activation=params["activation"], ends=ends[-1], boundary=boundary)
+        arrays = bdata.load_arrays(ctx.catalog, size, True, ctx.cache_dir)
+        features, hit = cached_features(bottom, {"x_train": arrays.x_train, "x_test": arrays.x_test},
+                                        cache / "features" / key, f"{params['backbone']} features up to {boundary}")
+        self._model = TransferModel(whole, top, "features", boundary, hit)
+        features_only = dataclasses.replace(arrays, x_train=features["x_train"], x_test=features["x_test"])
+        return bdata.make_split(features_only, ctx.val_fraction, ctx.split_seed, tiny)
+
+    @staticmethod
+    def _tiny(params):
+        return int(params["tiny_per_class"]) if params["dataset"] == "tiny" else None
+
+    @staticmethod
+    def _augmented(whole, params):
+        """whole, behind the augmentation layers switched on (whole itself when none is)."""
+        aug = augmentation_layers(params)
+        if not aug:
+            return whole
+        k = kt.keras()
+        inputs = k.Input(tuple(whole.inputs[0].shape[1:]), name="image")
+        x = inputs
+        for layer in aug:
+            x = layer(x)
+        return k.Model(inputs, whole(x), name="augmented")
+
+    def build(self, params: dict[str, Any], split: bdata.Split) -> TransferModel:
+        model, self._model = self._model, None  # built with the data: the frozen bottom made the features
+        return model
+
+    @staticmethod
+    def _weights_id(params):
+        weights = params["weights"]
+        if weights in (None, "imagenet"):
+            return weights
+        stat = Path(weights).stat()
+        return f"{Path(weights).resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+
+    def fit(self, model: TransferModel, split: bdata.Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
+        if model.inputs == "images":
+            self._announce(model, split, params)
+        info = kt.fit_keras(model.trained, split, params, ctx)
+        info.history["trainable_params"] = [float(sum(np.prod(w.shape) for w in model.whole.trainable_weights))]
+        info.history["feature_cache_hit"] = [float(model.cache_hit)]
+        return info
+
+    @staticmethod
+    def _announce(model: TransferModel, data: bdata.Split, params: dict[str, Any]) -> None:
+        """The whole network runs each epoch: time one batch and say how long the trial will take."""
+        batch = data.x_fit[: int(params["batch_size"])]
+        model.trained(batch, training=False)  # the first call builds; time the second
+        start = time.perf_counter()
+        model.trained(batch, training=False)
+        per_image = (time.perf_counter() - start) / len(batch)
+        # a training step costs about 3 forward passes (forward + backward); validation is a forward pass
+        epoch = per_image * (3 * len(data.y_fit) + len(data.y_val))
+        print(f"bench: the whole network runs every epoch (augmentation or no cacheable frozen part): about "
+              f"{epoch:.0f} s per epoch, {epoch * int(params['epochs']) / 60:.1f} min for {params['epochs']} epochs",
+              file=sys.stderr, flush=True)
+
+    def predict_proba(self, model: TransferModel, x: np.ndarray) -> np.ndarray:
+        return kt.predict_keras(model.trained, x)
+
+    def count_params(self, model: TransferModel) -> int:
+        """Every number of the composed network (backbone as cut + head), batch-norm statistics included."""
+        return int(model.whole.count_params())
+
+    def release(self, model) -> None:
+        kt.release_keras()
+
+    def save_model(self, model: TransferModel, folder):
+        path = folder / "model.keras"
+        model.whole.save(path)
+        return path
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+        kt.seed_everything(seed)
