@@ -47,7 +47,7 @@ AGGREGATES = ("mean", "vote")
 
 
 def grid_positions(size: int, patch: int, step: int) -> list[int]:
-    """Patch starts along one axis: every `step` pixels, plus one flush with the far edge, so the grid covers the image."""
+    """Patch starts along one axis: every `step` pixels and one flush with the far edge: the grid covers the image."""
     if not 1 <= patch <= size:
         raise TrialFailed(f"patch_size {patch} does not fit a {size}px image: use patch_size <= input_size")
     starts = list(range(0, size - patch + 1, max(1, step)))
@@ -72,6 +72,12 @@ def random_patches(x: np.ndarray, patch: int, n: int, seed: int) -> np.ndarray:
     grid_positions(size, patch, 1)  # same size check
     corners = np.random.default_rng(seed).integers(0, size - patch + 1, (len(x), n, 2))
     return np.stack([np.stack([img[r : r + patch, c : c + patch] for r, c in cs]) for img, cs in zip(x, corners)])
+
+
+def patch_grid(x: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """grid_patches with the params' patch_size and step (patch_step x patch_size)."""
+    p = int(params["patch_size"])
+    return grid_patches(x, p, max(1, int(round(params["patch_step"] * p))))
 
 
 def aggregate(proba: np.ndarray, how: str) -> np.ndarray:
@@ -215,15 +221,14 @@ class MLP(Objective):
     def fit(self, model: MLPModel, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
         variant = params["variant"]
         if variant in PATCH_VARIANTS:
-            step = max(1, int(round(params["patch_step"] * params["patch_size"])))
-            p = int(params["patch_size"])
             if params["patch_sampling"] == "random":
-                train = random_patches(split.x_fit, p, int(params["patches_per_image"]), ctx.seed)
+                p, n = int(params["patch_size"]), int(params["patches_per_image"])
+                train = random_patches(split.x_fit, p, n, ctx.seed)
             elif params["patch_sampling"] == "grid":
-                train = grid_patches(split.x_fit, p, step)[0]
+                train = patch_grid(split.x_fit, params)[0]
             else:
                 raise TrialFailed(f"patch_sampling must be grid or random, got '{params['patch_sampling']}'")
-            val = grid_patches(split.x_val, p, step)[0]
+            val = patch_grid(split.x_val, params)[0]
             per_patch = dataclasses.replace(
                 split, x_fit=_flat(train), y_fit=np.repeat(split.y_fit, train.shape[1]),
                 x_val=_flat(val), y_val=np.repeat(split.y_val, val.shape[1]))
@@ -241,9 +246,8 @@ class MLP(Objective):
             history = dict(info.history)
         history["n_params_network"] = [float(model.net.count_params())]
         if variant in ("svm", "patch_bovw"):
-            k = kt.keras()
             layer = model.net.get_layer(f"hidden_{self._feature_index(params)}")
-            model.extractor = k.Model(model.net.input, layer.output)
+            model.extractor = kt.keras().Model(model.net.input, layer.output)
             model.identity = _digest(*model.net.get_weights(), np.array([self._feature_index(params)]))
             model.cache_dir = ctx.cache_dir or bdata.default_cache_dir()
             cfg = self._head_config(params, ctx.seed)
@@ -273,8 +277,7 @@ class MLP(Objective):
 
     def _patch_proba(self, net, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         """N x P x C softmax of every grid patch of every image."""
-        step = max(1, int(round(params["patch_step"] * params["patch_size"])))
-        patches = grid_patches(x, int(params["patch_size"]), step)[0]
+        patches = patch_grid(x, params)[0]
         return kt.predict_keras(net, _flat(patches)).reshape(len(x), patches.shape[1], -1)
 
     def _features(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
@@ -283,13 +286,12 @@ class MLP(Objective):
     def _patch_store(self, model: MLPModel, x: np.ndarray) -> LocalFeatures:
         """Hidden features of every grid patch of images x as a BoVW descriptor store. Its key names the trained
         network, the layer and the images, so codebook and word caches never mix two networks or two image sets."""
-        params = model.params
-        step = max(1, int(round(params["patch_step"] * params["patch_size"])))
-        patches, centres = grid_patches(x, int(params["patch_size"]), step)
+        patches, centres = patch_grid(x, model.params)
         n, per_image = patches.shape[:2]
         desc = self._features(model, _flat(patches))
-        return LocalFeatures(desc, np.tile(centres, (n, 1)).astype(np.float16), np.arange(n + 1, dtype=np.int64) * per_image,
-                             key=f"mlp-{model.identity}-{_digest(x)}")
+        xy = np.tile(centres, (n, 1)).astype(np.float16)
+        offsets = np.arange(n + 1, dtype=np.int64) * per_image
+        return LocalFeatures(desc, xy, offsets, key=f"mlp-{model.identity}-{_digest(x)}")
 
     def predict_proba(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
         """Per image, for every variant (patch variants aggregate their grid patches)."""

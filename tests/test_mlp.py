@@ -14,7 +14,8 @@ QUICK = {"input_size": 16, "hidden_layers": 2, "units": 32, "taper": 0.5, "epoch
 
 
 def run(tiny_mit8, seed=0, **params):
-    return get_objective("mlp").run({**QUICK, **params}, TrialContext(seed=seed, data_root=tiny_mit8, val_fraction=0.25))
+    ctx = TrialContext(seed=seed, data_root=tiny_mit8, val_fraction=0.25)
+    return get_objective("mlp").run({**QUICK, **params}, ctx)
 
 
 def check(result, history_keys=()):

@@ -8,7 +8,8 @@ Its tail, `FeatureClassifier(config).fit_vectors(x, y)` / `.predict_vectors(x)` 
 works alone on any fixed-length per-image features.
 
 Caches (under cache_dir/bovw/): k-means codebooks and Fisher GMMs per (descriptor store key, k or components, seed,
-sample size, descriptor transform, training image indices); visual-word assignments per (codebook, descriptor store, images).
+sample size, descriptor transform, training image indices); visual-word assignments per (codebook, descriptor store,
+images).
 
 Learned numbers (`n_params`): codebook k x D (Fisher: PCA D' x D + D, GMM means and variances K x D' each and K
 weights) + standard scaler (2 x dim) + PCA (n x dim + dim) / LDA (dim x n + dim) + classifier: SVM support vectors x
