@@ -11,6 +11,7 @@ from objectives.tinynet import TinyNet
 QUICK = {
     "tinynet": {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16},
     "bovw": {"image_size": 64, "step": 16, "patch_sizes": "8", "k": 16, "levels": 0, "cv_folds": 2, "svm_kernel": "linear"},
+    "mlp": {"input_size": 16, "hidden_layers": 1, "units": 32, "epochs": 1, "batch_size": 16},
     "transfer": {"input_size": 32, "epochs": 1, "batch_size": 16},
     "inception": {"weights": "none", "input_size": 75, "epochs": 1, "batch_size": 16},
 }

@@ -167,3 +167,38 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
             assert r["epochs"] is None and len(r["extras"]["history"]) in (1, 3)  # stopped at a rung: epoch 1 or 3
     wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
     assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output
+
+
+@pytest.mark.parametrize("within, b_pruned", [(None, True), ("variant", False)])
+def test_prune_within_compares_a_trial_only_with_its_own_group(within, b_pruned):
+    """Variant a learns fast and b slowly: a plain pruner cuts b at its first rung; pruning within variant does not."""
+    import optuna
+
+    from bench.backends.optuna import make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 9, within))
+    for variant in ("a", "a", "a", "b"):
+        study.enqueue_trial({"variant": variant})
+
+    def objective(trial):
+        level = 0.9 if trial.suggest_categorical("variant", ["a", "b"]) == "a" else 0.3
+        for step in range(9):
+            trial.report(level + 0.001 * step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return level
+
+    study.optimize(objective, n_trials=4)
+    b = study.trials[-1]
+    assert b.params["variant"] == "b"
+    assert (b.state == optuna.trial.TrialState.PRUNED) == b_pruned
+
+
+def test_prune_within_must_name_a_categorical_param():
+    from bench.space import SearchSpace, SpaceError
+
+    raw = {"objective": "mlp", "params": {"variant": {"type": "categorical", "choices": ["a", "b"]},
+                                          "lr": {"type": "float", "low": 0.001, "high": 0.1}}}
+    assert SearchSpace.from_dict({**raw, "prune_within": "variant"}).prune_within == "variant"
+    with pytest.raises(SpaceError, match="prune_within: 'lr' must name a categorical param"):
+        SearchSpace.from_dict({**raw, "prune_within": "lr"})

@@ -92,6 +92,9 @@ class SearchSpace(BaseModel):
     description: str = ""
     params: dict[str, Param]
     start: list[dict[str, Any]] = Field(default_factory=list)  # known-good points the search evaluates first
+    # a categorical param whose values are different kinds of model (mlp's variant): the pruner compares a trial only
+    # with trials of the same value, since their learning curves are not comparable
+    prune_within: str | None = None
     source: str = Field(default="<memory>", exclude=True)
 
     # --- loading ---
@@ -125,6 +128,9 @@ class SearchSpace(BaseModel):
             unknown = set(point) - set(typed) if isinstance(point, dict) else {"<not a mapping>"}
             if unknown:
                 raise SpaceError(f"{source}: start[{i}]: {sorted(unknown)} are not params of this space")
+        group = raw.get("prune_within")
+        if group is not None and (group not in typed or not isinstance(typed[group], CategoricalParam)):
+            raise SpaceError(f"{source}: prune_within: '{group}' must name a categorical param of this space")
         rest = {k: v for k, v in raw.items() if k != "params"}
         try:
             return cls(params=typed, source=source, **rest)

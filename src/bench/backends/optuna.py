@@ -41,8 +41,40 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
     raise ValueError(f"unknown sampler '{name}'; one of {SAMPLERS}")
 
 
-def make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
-    """Pruners act on the per-epoch validation accuracy. asha is successive halving: rungs at 1, 3, 9, 27 epochs."""
+class _GroupView:
+    """The study as seen from one group of its trials: get_trials keeps the trials whose `param` has `value`."""
+
+    def __init__(self, study: optuna.Study, param: str, value: Any):
+        self._study, self._param, self._value = study, param, value
+
+    def get_trials(self, *args, **kwargs):
+        return [t for t in self._study.get_trials(*args, **kwargs) if t.params.get(self._param) == self._value]
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+class GroupedPruner(optuna.pruners.BasePruner):
+    """Prunes a trial against the trials with the same value of `param` only (a space's prune_within)."""
+
+    def __init__(self, base: optuna.pruners.BasePruner, param: str):
+        self.base, self.param = base, param
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.param not in trial.params:
+            return self.base.prune(study, trial)
+        return self.base.prune(_GroupView(study, self.param, trial.params[self.param]), trial)
+
+
+def make_pruner(name: str, max_epochs: int | None, within: str | None = None) -> optuna.pruners.BasePruner:
+    """Pruners act on the per-epoch validation accuracy. asha is successive halving: rungs at 1, 3, 9, 27 epochs.
+
+    within: a param whose groups are pruned apart (asha and median; hyperband keeps its own brackets)."""
+    pruner = _make_pruner(name, max_epochs)
+    return GroupedPruner(pruner, within) if within and name in ("asha", "median") else pruner
+
+
+def _make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
@@ -102,7 +134,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     directions = ["maximize", "minimize"] if multi_objective(config) else ["maximize"]
     study = optuna.create_study(
         study_name=config.study, storage=make_storage(config), sampler=make_sampler(config.sampler, space, config.seed),
-        pruner=make_pruner(config.pruner, space.fixed().get("epochs")), directions=directions, load_if_exists=True,
+        pruner=make_pruner(config.pruner, space.fixed().get("epochs"), space.prune_within), directions=directions, load_if_exists=True,
     )
     if list(study.directions) != [getattr(optuna.study.StudyDirection, d.upper()) for d in directions]:
         raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")
