@@ -90,6 +90,7 @@ def search(
     from bench.backends import BACKENDS, SearchConfig, get_backend
     from bench.data import DataError, resolve_root
     from bench.objective import OBJECTIVES
+    from bench import stop
     from bench.progress import SearchProgress
     from bench.space import SpaceError, load_space
 
@@ -126,7 +127,8 @@ def search(
     start = time.perf_counter()
     interrupted = False
     try:
-        chosen.run(the_space, config, progress=SearchProgress(err))
+        with stop.on_ctrl_c():
+            chosen.run(the_space, config, progress=SearchProgress(err))
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
@@ -163,6 +165,7 @@ def worker(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Join a shared Optuna study from this machine: objective, space and settings come from the study."""
+    from bench import stop
     from bench.backends import SearchConfig
     from bench.backends.optuna import join
     from bench.data import DataError, resolve_root
@@ -172,7 +175,8 @@ def worker(
         root = resolve_root(data)
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
                               results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat)
-        join(config, progress=SearchProgress(err))
+        with stop.on_ctrl_c():
+            join(config, progress=SearchProgress(err))
     except (DataError, ValueError) as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench import data as bdata
+from bench import stop
 
 # The one place families are registered: name -> "module:Class", imported only when asked for.
 OBJECTIVES: dict[str, str] = {
@@ -112,6 +113,7 @@ class TrialContext:
     def report(self, epoch: int, metrics: dict[str, float], total_epochs: int = 0) -> None:
         """Called after each epoch (0-based) with validation metrics; raises Pruned when the backend says so."""
         self.curve.append({"epoch": epoch, **metrics})
+        stop.check()  # Ctrl-C lands here, between epochs, where TensorFlow can be left safely
         if self.progress:
             self.progress(epoch, total_epochs, metrics)
         if self.report_hook and self.report_hook(epoch, metrics):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import stop
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
@@ -66,6 +67,7 @@ def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContex
             failure_reason=reason, n_params=n_params, extras={"history": ctx.curve} if result is None else {},
         ))
 
+    stop.check()  # a stop asked for during the last trial: do not start another
     try:
         result = objective.run(params, ctx)
     except Pruned as e:

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from bench import stop
 from bench.backends import SearchConfig, execute_trial
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
@@ -244,7 +245,11 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
 
 
 def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
-    _optimize(config, SearchSpace.from_dict(space_dict, source="worker"))
+    with stop.on_ctrl_c(message=""):  # the terminal's Ctrl-C reaches every worker of the process group
+        try:
+            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"))
+        except KeyboardInterrupt:
+            pass  # its finished trials are stored; the main process reports
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:
