@@ -222,3 +222,14 @@ def test_first_ctrl_c_is_a_stop_request_the_second_stops_at_once():
             signal.pause() if hasattr(signal, "pause") else None
     stop.check()  # outside, nothing is pending
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_search_whose_first_trials_all_fail_alike_stops_and_says_why(tmp_path, tiny_mit8):
+    space = {"objective": "tinynet", "params": {"input_size": 32, "blocks": 2, "base_filters": 4, "epochs": 1,
+                                                "padding": "valid", "residual": True,
+                                                "lr": {"type": "float", "low": 0.001, "high": 0.01}}}
+    run = search(tmp_path, tiny_mit8, "--trials", "20", space=space)
+    assert run.exit_code == 2
+    assert "the first 3 trials all failed with the same reason" in run.output and "padding=same" in run.output
+    stored = rows(tmp_path)
+    assert len(stored) == 3 and all(r["status"] == "failed" for r in stored)

@@ -93,7 +93,10 @@ def run_experiment(exp: dict[str, Any], budget: str, results: Path, data_root: P
                           seed=0, sampler="tpe", pruner="none", data_root=str(data_root), keep_top=1)
     log(f"{exp['id']}: study {study}, {trials} trial(s), {budget} budget")
     backend = get_backend("optuna")
-    getattr(backend, "run", backend)(space, config)  # the backend module, or its run function
+    try:
+        getattr(backend, "run", backend)(space, config)  # the backend module, or its run function
+    except ValueError as e:  # a search stopped because every trial fails: the failed rows below say why
+        log(f"{exp['id']}: {e}")
     rows = Leaderboard(url).query(study=study, sort="accuracy")
     done = [r for r in rows if r["status"] == "complete"]
     quick = ", ".join(f"{k}={v}" for k, v in (exp.get("quick") or {}).items()) if budget == "quick" else "YAML as is"

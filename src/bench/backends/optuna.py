@@ -207,9 +207,30 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             result = execute_trial(objective, params, ctx, board, config, "optuna", trial.number)
         except Pruned as e:
             raise optuna.TrialPruned(str(e)) from None
+        except TrialFailed as e:
+            trial.set_user_attr("failure_reason", str(e))
+            raise
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
     return run
+
+
+class StopWhenAllFail:
+    """Stops a search whose first `n` trials all failed for the same reason: a set-up problem (weights that cannot be
+    downloaded, a missing extra) that every later trial would hit too."""
+
+    def __init__(self, n: int = 3):
+        self.n, self.reasons, self.any_ran = n, [], False
+        self.reason: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.any_ran or trial.state != optuna.trial.TrialState.FAIL:
+            self.any_ran = True
+            return
+        self.reasons.append(trial.user_attrs.get("failure_reason", ""))
+        if len(self.reasons) >= self.n and len(set(self.reasons)) == 1:
+            self.reason = self.reasons[0]
+            study.stop()
 
 
 def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: int) -> bool:
@@ -237,11 +258,15 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
     if remaining <= 0:
         return
     stop_at_total = optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
-    callbacks = [stop_at_total] + ([progress.on_trial_finished] if progress else [])
+    all_fail = StopWhenAllFail()
+    callbacks = [stop_at_total, all_fail] + ([progress.on_trial_finished] if progress else [])
     study.optimize(
         _trial_function(objective, space, config, board, progress), n_trials=remaining, timeout=config.timeout,
         catch=(TrialFailed,), callbacks=callbacks,  # families free their own memory (Objective.release)
     )
+    if all_fail.reason is not None:
+        raise ValueError(f"stopped: the first {all_fail.n} trials all failed with the same reason, which every trial "
+                         f"would hit: {all_fail.reason}")
 
 
 def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
