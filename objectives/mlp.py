@@ -233,8 +233,8 @@ class MLP(Objective):
                 split, x_fit=_flat(train), y_fit=np.repeat(split.y_fit, train.shape[1]),
                 x_val=_flat(val), y_val=np.repeat(split.y_val, val.shape[1]))
 
-            def score():
-                proba = aggregate(self._patch_proba(model.net, split.x_val, params), "mean")
+            def score():  # the validation patches are cut once, above
+                proba = aggregate(self._patch_proba(model.net, val), "mean")
                 m = classification_metrics(split.y_val, proba)
                 return {"val_accuracy": m["accuracy"], "val_loss": m["loss"]}
 
@@ -275,10 +275,9 @@ class MLP(Objective):
 
     # --- features and predictions ---
 
-    def _patch_proba(self, net, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-        """N x P x C softmax of every grid patch of every image."""
-        patches = patch_grid(x, params)[0]
-        return kt.predict_keras(net, _flat(patches)).reshape(len(x), patches.shape[1], -1)
+    def _patch_proba(self, net, patches: np.ndarray) -> np.ndarray:
+        """N x P x C softmax of N x P patches."""
+        return kt.predict_keras(net, _flat(patches)).reshape(len(patches), patches.shape[1], -1)
 
     def _features(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
         return kt.predict_keras(model.extractor, x).astype(np.float32)
@@ -301,7 +300,7 @@ class MLP(Objective):
         if variant == "svm":
             return model.head.predict_vectors(self._features(model, x))
         if variant == "patches":
-            return aggregate(self._patch_proba(model.net, x, model.params), model.params["aggregate"])
+            return aggregate(self._patch_proba(model.net, patch_grid(x, model.params)[0]), model.params["aggregate"])
         return model.head.predict_proba(self._patch_store(model, x), np.arange(len(x)))
 
     # --- parameters and housekeeping ---

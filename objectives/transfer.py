@@ -55,8 +55,12 @@ class TransferModel:
     whole: Any
     trained: Any
     inputs: str
-    boundary: str | None  # the layer the frozen bottom ends at, when it is cached
-    cache_hit: bool = False
+    cache_hit: bool = False  # the frozen bottom's features came from the cache
+
+
+def trainable_count(model) -> int:
+    """Numbers the optimizer updates (Keras' count_params counts every weight)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
 def augmentation_layers(params: dict[str, Any]) -> list:
@@ -179,13 +183,12 @@ class Transfer(Objective):
         """The images, or the cached outputs of the frozen bottom when there is one to cache (then the split's x
         arrays hold those features, so validation and test read them like images)."""
         size, tiny = int(params["input_size"]), self._tiny(params)
-        split = ctx.images(size, True, tiny)
         cache = ctx.cache_dir or bdata.default_cache_dir()
-        whole, ends = self._whole(params, split.num_classes, cache)
+        whole, ends = self._whole(params, len(ctx.catalog.classes), cache)
         boundary = self._boundary(params, ends)
         if boundary is None:
-            self._model = TransferModel(whole, self._augmented(whole, params), "images", None)
-            return split
+            self._model = TransferModel(whole, self._augmented(whole, params), "images")
+            return ctx.images(size, True, tiny)
         k = kt.keras()
         bottom = k.Model(whole.input, whole.get_layer(boundary).output, name="frozen_bottom")
         top = k.Model(whole.get_layer(boundary).output, whole.output, name="trained_top")
@@ -194,7 +197,7 @@ class Transfer(Objective):
         arrays = bdata.load_arrays(ctx.catalog, size, True, ctx.cache_dir)
         features, hit = cached_features(bottom, {"x_train": arrays.x_train, "x_test": arrays.x_test},
                                         cache / "features" / key, f"{params['backbone']} features up to {boundary}")
-        self._model = TransferModel(whole, top, "features", boundary, hit)
+        self._model = TransferModel(whole, top, "features", hit)
         features_only = dataclasses.replace(arrays, x_train=features["x_train"], x_test=features["x_test"])
         return bdata.make_split(features_only, ctx.val_fraction, ctx.split_seed, tiny)
 
@@ -231,7 +234,7 @@ class Transfer(Objective):
         if model.inputs == "images":
             self._announce(model, split, params)
         info = kt.fit_keras(model.trained, split, params, ctx)
-        info.history["trainable_params"] = [float(sum(np.prod(w.shape) for w in model.whole.trainable_weights))]
+        info.history["trainable_params"] = [float(trainable_count(model.whole))]
         info.history["feature_cache_hit"] = [float(model.cache_hit)]
         return info
 
@@ -247,7 +250,7 @@ class Transfer(Objective):
         # worth of it); validation is a forward pass. Measured on MIT8's tiny set, flip on, head only: 19.8 s estimated,
         # 19 s per epoch seen.
         whole = model.whole
-        trainable = sum(np.prod(w.shape) for w in whole.trainable_weights) / max(1, whole.count_params())
+        trainable = trainable_count(whole) / max(1, whole.count_params())
         epoch = per_image * ((1 + 2 * trainable) * len(data.y_fit) + len(data.y_val))
         print(f"bench: the whole network runs every epoch (augmentation or no cacheable frozen part): about "
               f"{epoch:.0f} s per epoch, {epoch * int(params['epochs']) / 60:.1f} min for {params['epochs']} epochs",

@@ -31,7 +31,8 @@ def on_ctrl_c(message: str = "stopping after this epoch (Ctrl-C again to stop at
     def request(signum, frame):
         _requested.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C raises KeyboardInterrupt
-        print(message, file=sys.stderr, flush=True)
+        if message:
+            print(message, file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, request)
     try:
