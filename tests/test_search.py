@@ -149,10 +149,28 @@ def test_ctrl_c_stops_cleanly_keeps_finished_trials_and_resumes(tmp_path, tiny_m
     assert len([r for r in kept if r["status"] == "complete"]) >= 2
     assert all(r["status"] == "complete" or "interrupted" in (r["failure_reason"] or "") for r in kept)
 
-    resumed = subprocess.run(cmd + ["--trials", str(len(kept) + 1)], capture_output=True, text=True, timeout=300)
+    complete = len([r for r in kept if r["status"] == "complete"])
+    resumed = subprocess.run(cmd + ["--trials", str(complete + 1)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    numbers = [r["trial_number"] for r in rows(tmp_path)]
-    assert len(numbers) == len(kept) + 1 and len(set(numbers)) == len(numbers)
+    after = rows(tmp_path)
+    numbers = [r["trial_number"] for r in after]
+    assert len(set(numbers)) == len(numbers)
+    assert len([r for r in after if r["status"] == "complete"]) == complete + 1  # an interrupted trial does not count
+
+
+def test_a_trial_interrupted_at_its_start_is_run_again_on_resume(tmp_path, tiny_mit8):
+    from bench import stop
+
+    assert search(tmp_path, tiny_mit8, "--trials", "2").exit_code == 0
+    stop._requested.set()  # what the first Ctrl-C does, landing just before the third trial starts
+    interrupted = search(tmp_path, tiny_mit8, "--trials", "3")
+    assert interrupted.exit_code == 130 and "every finished trial is kept" in interrupted.output
+    assert not stop._requested.is_set() and len(rows(tmp_path)) == 2  # nothing of the third trial ran
+
+    resumed = search(tmp_path, tiny_mit8, "--trials", "3")  # Optuna holds the third as failed: it must not count
+    assert resumed.exit_code == 0, resumed.output
+    stored = rows(tmp_path)
+    assert len(stored) == 3 and all(r["status"] == "complete" for r in stored)
 
 
 def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):

@@ -181,7 +181,16 @@ def best_value(study: optuna.Study) -> float | None:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Trials that count toward --trials: a trial stopped by Ctrl-C did not finish, and a resumed search runs it again."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted"))
+
+
+def stop_at_total(total: int):
+    """A callback that stops the study once it holds `total` finished trials (all workers together)."""
+    def check(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if finished_count(study) >= total:
+            study.stop()
+    return check
 
 
 def _trial_function(objective: Objective, space: SearchSpace, config: SearchConfig, board: Leaderboard, progress=None):
@@ -209,6 +218,9 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             raise optuna.TrialPruned(str(e)) from None
         except TrialFailed as e:
             trial.set_user_attr("failure_reason", str(e))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
             raise
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
@@ -257,9 +269,8 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
     remaining = config.trials - finished_count(study)
     if remaining <= 0:
         return
-    stop_at_total = optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
     all_fail = StopWhenAllFail()
-    callbacks = [stop_at_total, all_fail] + ([progress.on_trial_finished] if progress else [])
+    callbacks = [stop_at_total(config.trials), all_fail] + ([progress.on_trial_finished] if progress else [])
     study.optimize(
         _trial_function(objective, space, config, board, progress), n_trials=remaining, timeout=config.timeout,
         catch=(TrialFailed,), callbacks=callbacks,  # families free their own memory (Objective.release)
