@@ -14,8 +14,9 @@
 Protocol: everything (network, SVM, codebook) is fitted on the fit part of train/ only; the search selects on the
 stratified validation hold-out (TrialContext.images), per image: for the patch variants the validation images' patch
 predictions are aggregated first. Test is measured the same way and stored, never used to select. The backend prunes
-on the network's per-epoch validation accuracy, per image (patch variants: mean of patch probabilities), also for
-svm / patch_bovw whose final figure comes from the SVM fitted after the last epoch.
+on the network's per-epoch validation accuracy, per image (patches: aggregated by the trial's own `aggregate`;
+patch_bovw: mean of patch probabilities), also for svm / patch_bovw whose final figure comes from the SVM fitted after
+the last epoch.
 
 Parameter count (count_params): every weight of the network, as Keras counts them (batch-norm statistics included),
 plus what the variant adds, in bench.bovw's convention: svm: scaler (2 x dim, when standard) + support vectors x dim
@@ -94,6 +95,13 @@ def aggregate(proba: np.ndarray, how: str) -> np.ndarray:
     return scores / scores.sum(axis=1, keepdims=True)
 
 
+def image_metrics(patch_proba: np.ndarray, y: np.ndarray, how: str) -> dict[str, float]:
+    """The per-epoch validation figures the pruner sees for a patch variant: N x P x C patch probabilities aggregated
+    per image by `how` (the trial's own aggregation), as val_accuracy and val_loss."""
+    m = classification_metrics(y, aggregate(patch_proba, how))
+    return {"val_accuracy": m["accuracy"], "val_loss": m["loss"]}
+
+
 def layer_units(params: dict[str, Any]) -> list[int]:
     """Units of each hidden layer: `units`, then times `taper` per layer (16 at least)."""
     return [max(16, int(round(params["units"] * params["taper"] ** i))) for i in range(int(params["hidden_layers"]))]
@@ -120,8 +128,9 @@ class MLPModel:
 
 class _ImageLevelReports:
     """The trial context as fit_keras sees it while training on patches: it reports per-image validation metrics
-    (patch probabilities averaged) instead of Keras' per-patch ones, so the pruner compares patch trials with
-    whole-image trials on the same footing. Keras' per-patch figures are kept as patch_val_*."""
+    (patch probabilities aggregated per image, as the trial aggregates) instead of Keras' per-patch ones, so the
+    pruner compares patch trials with whole-image trials on the same footing. Keras' per-patch figures are kept as
+    patch_val_*."""
 
     def __init__(self, ctx: TrialContext, score):
         self._ctx, self._score = ctx, score
@@ -234,9 +243,7 @@ class MLP(Objective):
                 x_val=_flat(val), y_val=np.repeat(split.y_val, val.shape[1]))
 
             def score():  # the validation patches are cut once, above
-                proba = aggregate(self._patch_proba(model.net, val), "mean")
-                m = classification_metrics(split.y_val, proba)
-                return {"val_accuracy": m["accuracy"], "val_loss": m["loss"]}
+                return image_metrics(self._patch_proba(model.net, val), split.y_val, params["aggregate"])
 
             reports = _ImageLevelReports(ctx, score)
             info = kt.fit_keras(model.net, per_patch, params, reports)

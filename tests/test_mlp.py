@@ -140,3 +140,28 @@ def test_same_seed_same_metrics(tiny_mit8):
 def test_unknown_variant_fails_before_training(tiny_mit8):
     with pytest.raises(TrialFailed, match="variant"):
         run(tiny_mit8, variant="cnn")
+
+
+# --- the per-epoch figure the pruner sees ---
+
+
+def test_per_epoch_figure_uses_the_trials_aggregation():
+    # image 0 (class 1): two patches lean to 1, one is sure of 0; image 1 (class 0): all lean to 0.
+    # By mean image 0 is wrong (1 of 2 right); by vote it is right (2 of 2)
+    proba = np.array([[[0.4, 0.6], [0.4, 0.6], [1.0, 0.0]], [[0.7, 0.3], [0.8, 0.2], [0.6, 0.4]]])
+    y = np.array([1, 0])
+    assert mlp.image_metrics(proba, y, "mean")["val_accuracy"] == 0.5
+    assert mlp.image_metrics(proba, y, "vote")["val_accuracy"] == 1.0
+    assert mlp.image_metrics(proba, y, "vote")["val_loss"] < mlp.image_metrics(proba, y, "mean")["val_loss"]
+
+
+@pytest.mark.parametrize("how", ["mean", "vote"])
+def test_patches_report_per_epoch_what_they_select_on(tiny_mit8, how):
+    # without early stopping the last epoch's weights are the final ones: the last figure reported to the pruner is the
+    # trial's own validation figure, aggregated the same way
+    ctx = TrialContext(seed=0, data_root=tiny_mit8, val_fraction=0.25)
+    r = get_objective("mlp").run({**QUICK, "variant": "patches", "aggregate": how, "patch_step": 1.0}, ctx)
+    assert [e["epoch"] for e in ctx.curve] == [0, 1]
+    assert ctx.curve[-1]["val_accuracy"] == pytest.approx(r.val_accuracy)
+    assert ctx.curve[-1]["val_loss"] == pytest.approx(r.val_loss)
+    assert r.extras["history"]["val_accuracy"][-1] == pytest.approx(r.val_accuracy)
