@@ -186,12 +186,13 @@ class MLP(Objective):
         "svm_normalize": "standard",  # svm: of the hidden features
         "svm_kernel": "rbf",  # svm: linear or rbf
         "C": 1.0,
-        "gamma": 1.0,  # rbf / chi2: relative to 1 / mean squared distance (bench.bovw's convention)
+        "svm_gamma": 1.0,  # svm with the rbf kernel: relative to 1 / mean squared distance (bench.bovw's convention)
         # patch_bovw
         "k": 128,
         "levels": 1,  # spatial pyramid levels (0-2)
         "bovw_normalize": "l1",
         "bovw_kernel": "intersection",
+        "bovw_gamma": 1.0,  # bovw_kernel rbf / chi2: relative to 1 / mean (squared) distance, as svm_gamma
         "codebook_samples": 50_000,
     }
 
@@ -274,10 +275,10 @@ class MLP(Objective):
             if params["svm_kernel"] not in ("linear", "rbf"):
                 raise TrialFailed(f"svm_kernel must be linear or rbf for hidden features, got '{params['svm_kernel']}'")
             return PipelineConfig(normalize=params["svm_normalize"], classifier="svm", svm_kernel=params["svm_kernel"],
-                                  C=params["C"], gamma=params["gamma"], seed=seed, classifier_seed=seed)
+                                  C=params["C"], gamma=params["svm_gamma"], seed=seed, classifier_seed=seed)
         return PipelineConfig(encoding="hist", k=int(params["k"]), codebook_samples=int(params["codebook_samples"]),
                               levels=int(params["levels"]), normalize=params["bovw_normalize"], classifier="svm",
-                              svm_kernel=params["bovw_kernel"], C=params["C"], gamma=params["gamma"], seed=seed,
+                              svm_kernel=params["bovw_kernel"], C=params["C"], gamma=params["bovw_gamma"], seed=seed,
                               classifier_seed=seed)
 
     # --- features and predictions ---

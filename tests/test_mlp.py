@@ -165,3 +165,34 @@ def test_patches_report_per_epoch_what_they_select_on(tiny_mit8, how):
     assert ctx.curve[-1]["val_accuracy"] == pytest.approx(r.val_accuracy)
     assert ctx.curve[-1]["val_loss"] == pytest.approx(r.val_loss)
     assert r.extras["history"]["val_accuracy"][-1] == pytest.approx(r.val_accuracy)
+
+
+# --- the search space: each SVM's gamma only where its kernel reads it ---
+
+
+def test_gamma_is_sampled_only_for_kernels_that_read_it():
+    import optuna
+
+    from bench.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space("mlp")
+    assert "gamma" not in space.params and {"svm_gamma", "bovw_gamma"} <= set(mlp.MLP.defaults)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(300):
+        point = space.to_optuna(study.ask())
+        assert ("svm_gamma" in point) == (point.get("svm_kernel") == "rbf"), point
+        assert ("bovw_gamma" in point) == (point.get("bovw_kernel") in ("rbf", "chi2")), point
+        seen |= {(point["variant"], "svm_gamma" in point or "bovw_gamma" in point)}
+    # every variant drawn; both SVM variants drawn with and without a gamma
+    assert seen >= {("svm", True), ("svm", False), ("patch_bovw", True), ("patch_bovw", False), ("patches", False)}
+    for point in space.start:
+        mlp.MLP().resolve(point)  # every start point names only known params
+
+
+def test_each_svm_gamma_reaches_its_svm():
+    cfg = mlp.MLP()._head_config
+    params = {**mlp.MLP.defaults, "svm_gamma": 2.5, "bovw_gamma": 0.3}
+    assert cfg({**params, "variant": "svm", "svm_kernel": "rbf"}, 0).gamma == 2.5
+    assert cfg({**params, "variant": "patch_bovw", "bovw_kernel": "chi2"}, 0).gamma == 0.3
