@@ -9,7 +9,9 @@
                          an image's prediction aggregates its grid patches' by mean probability or by majority vote
     variant=patch_bovw   the patch-trained MLP's hidden features of every grid patch are dense local descriptors
                          (position = patch centre) -> k-means codebook -> histogram (spatial pyramid) -> SVM, through
-                         the BoVW family's own pipeline (bench.bovw.pipeline)
+                         the BoVW family's own pipeline (bench.bovw.pipeline). Its codebook and word caches live in
+                         a scratch folder for the one call (the descriptors come from this trial's network: no other
+                         trial could hit them), so a trial leaves nothing in the cache folder
 
 Protocol: everything (network, SVM, codebook) is fitted on the fit part of train/ only; the search selects on the
 stratified validation hold-out (TrialContext.images), per image: for the patch variants the validation images' patch
@@ -27,13 +29,13 @@ breakdown after fitting is in the trial's history (n_params_network, n_params_co
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench import data as bdata
 from bench import keras_train as kt
 from bench.bovw import BoVWPipeline, FeatureClassifier, LocalFeatures, PipelineConfig
 from bench.data import Split
@@ -107,11 +109,23 @@ def layer_units(params: dict[str, Any]) -> list[int]:
     return [max(16, int(round(params["units"] * params["taper"] ** i))) for i in range(int(params["hidden_layers"]))]
 
 
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+class TrialBoVW(BoVWPipeline):
+    """bench.bovw's pipeline over one network's patch features, its caches in a scratch folder for each call: the
+    descriptors come from this trial's trained network, so a cached codebook or word list could never be hit later."""
+
+    def __init__(self, cfg: PipelineConfig, n_classes: int | None = None):
+        super().__init__(cfg, Path(tempfile.gettempdir()), n_classes)
+
+    def _scratch(self, method, *args):
+        with tempfile.TemporaryDirectory(prefix="bench-mlp-bovw-") as scratch:
+            self.cache_dir = Path(scratch)
+            return method(*args)
+
+    def fit(self, features: LocalFeatures, idx: np.ndarray, y: np.ndarray) -> "TrialBoVW":
+        return self._scratch(super().fit, features, idx, y)
+
+    def predict_proba(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
+        return self._scratch(super().predict_proba, features, idx)
 
 
 @dataclass
@@ -120,10 +134,8 @@ class MLPModel:
     params: dict[str, Any]
     n_fit: int
     n_classes: int
-    cache_dir: Any = None
     extractor: Any = None  # Keras model: input -> the chosen hidden layer (svm, patch_bovw)
     head: FeatureClassifier | None = None  # the SVM (svm) or the BoVW pipeline (patch_bovw), once fitted
-    identity: str = ""  # digest of the trained weights: names this network's descriptors in the BoVW caches
 
 
 class _ImageLevelReports:
@@ -256,16 +268,13 @@ class MLP(Objective):
         if variant in ("svm", "patch_bovw"):
             layer = model.net.get_layer(f"hidden_{self._feature_index(params)}")
             model.extractor = kt.keras().Model(model.net.input, layer.output)
-            model.identity = _digest(*model.net.get_weights(), np.array([self._feature_index(params)]))
-            model.cache_dir = ctx.cache_dir or bdata.default_cache_dir()
             cfg = self._head_config(params, ctx.seed)
             if variant == "svm":
                 model.head = FeatureClassifier(cfg, split.num_classes).fit_vectors(
                     self._features(model, split.x_fit), split.y_fit)
             else:
-                store = self._patch_store(model, split.x_fit)
-                model.head = BoVWPipeline(cfg, model.cache_dir, split.num_classes).fit(
-                    store, np.arange(len(split.x_fit)), split.y_fit)
+                model.head = TrialBoVW(cfg, split.num_classes).fit(
+                    self._patch_store(model, split.x_fit), np.arange(len(split.x_fit)), split.y_fit)
             history["feature_dim"] = [float(model.extractor.output.shape[-1])]
             history.update({f"n_params_{k}": [float(v)] for k, v in model.head.param_breakdown().items()})
         return FitInfo(epochs=info.epochs, history=history)
@@ -291,14 +300,14 @@ class MLP(Objective):
         return kt.predict_keras(model.extractor, x).astype(np.float32)
 
     def _patch_store(self, model: MLPModel, x: np.ndarray) -> LocalFeatures:
-        """Hidden features of every grid patch of images x as a BoVW descriptor store. Its key names the trained
-        network, the layer and the images, so codebook and word caches never mix two networks or two image sets."""
+        """Hidden features of every grid patch of images x as a BoVW descriptor store. Its key names nothing: the
+        pipeline's caches live only for one call on one store (TrialBoVW)."""
         patches, centres = patch_grid(x, model.params)
         n, per_image = patches.shape[:2]
         desc = self._features(model, _flat(patches))
         xy = np.tile(centres, (n, 1)).astype(np.float16)
         offsets = np.arange(n + 1, dtype=np.int64) * per_image
-        return LocalFeatures(desc, xy, offsets, key=f"mlp-{model.identity}-{_digest(x)}")
+        return LocalFeatures(desc, xy, offsets, key="mlp-patch-features")
 
     def predict_proba(self, model: MLPModel, x: np.ndarray) -> np.ndarray:
         """Per image, for every variant (patch variants aggregate their grid patches)."""

@@ -196,3 +196,22 @@ def test_each_svm_gamma_reaches_its_svm():
     params = {**mlp.MLP.defaults, "svm_gamma": 2.5, "bovw_gamma": 0.3}
     assert cfg({**params, "variant": "svm", "svm_kernel": "rbf"}, 0).gamma == 2.5
     assert cfg({**params, "variant": "patch_bovw", "bovw_kernel": "chi2"}, 0).gamma == 0.3
+
+
+# --- patch_bovw's caches ---
+
+
+def test_patch_bovw_leaves_nothing_in_the_cache(tiny_mit8, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the per-call codebook and word caches go
+    cache = tmp_path / "cache"
+    ctx = TrialContext(seed=0, data_root=tiny_mit8, val_fraction=0.25, cache_dir=cache)
+    ctx.images(QUICK["input_size"], True)  # the decoded-image cache, which the trial shares with every other
+    before = {p for p in cache.rglob("*")}
+    r = get_objective("mlp").run({**QUICK, "variant": "patch_bovw", "k": 16}, ctx)
+    assert r.extras["history"]["n_params_codebook"] == [16 * 16]  # a codebook was fitted
+    assert {p for p in cache.rglob("*")} == before and not (cache / "bovw").exists()
+    assert not any(scratch.iterdir())
