@@ -246,8 +246,25 @@ def test_a_search_whose_first_trials_all_fail_alike_stops_and_says_why(tmp_path,
     space = {"objective": "tinynet", "params": {"input_size": 32, "blocks": 2, "base_filters": 4, "epochs": 1,
                                                 "padding": "valid", "residual": True,
                                                 "lr": {"type": "float", "low": 0.001, "high": 0.01}}}
-    run = search(tmp_path, tiny_mit8, "--trials", "20", space=space)
+    import logging
+
+    optuna_said = []  # what reaches Optuna's console handler
+    catcher = logging.Handler()
+    catcher.emit = optuna_said.append
+    logging.getLogger("optuna").addHandler(catcher)
+    try:
+        run = search(tmp_path, tiny_mit8, "--trials", "20", space=space)
+    finally:
+        logging.getLogger("optuna").removeHandler(catcher)
     assert run.exit_code == 2
     assert "the first 3 trials all failed with the same reason" in run.output and "padding=same" in run.output
     stored = rows(tmp_path)
     assert len(stored) == 3 and all(r["status"] == "failed" for r in stored)
+
+    # one line per failure on the console; the tracebacks go to the study's failures.log
+    assert not [r for r in optuna_said if r.exc_info or "failed with" in r.getMessage()]
+    log = tmp_path / "results" / "space" / "failures.log"
+    assert str(log) in run.output.replace("\n", "")
+    blocks = log.read_text().split("--- trial ")[1:]
+    assert [b.split(",")[0] for b in blocks] == ["0", "1", "2"]
+    assert all("Traceback (most recent call last)" in b and "padding=same" in b for b in blocks)

@@ -87,7 +87,7 @@ def search(
     keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
-    from bench.backends import BACKENDS, SearchConfig, get_backend
+    from bench.backends import BACKENDS, FAILURE_LOG, SearchConfig, get_backend
     from bench.data import DataError, resolve_root
     from bench.objective import OBJECTIVES
     from bench import stop
@@ -140,8 +140,10 @@ def search(
     rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
     _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
+    failure_log = results / name / FAILURE_LOG
+    tracebacks = f" (tracebacks: {failure_log})" if counts["failed"] and failure_log.exists() else ""
     err.print(f"wall time {wall:.1f} s | study holds {len(rows)} trials: {counts['complete']} complete, "
-              f"{counts['pruned']} pruned, {counts['failed']} failed", highlight=False)
+              f"{counts['pruned']} pruned, {counts['failed']} failed{tracebacks}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
 

@@ -33,18 +33,21 @@ class SearchProgress:
         info = " ".join(f"{k}={metrics[k]:.3f}" for k in ("loss", "val_accuracy") if k in metrics)
         self.progress.update(self.epochs, completed=epoch + 1, total=total or None, info=info)
 
-    def trial_done(self, number: int, state: str, value: float | None, seconds: float, done: int | None = None) -> None:
-        """Count a finished trial (done: the study's total, when another worker may have finished some too)."""
+    def trial_done(self, number: int, state: str, value: float | None, seconds: float, done: int | None = None,
+                   failure: str | None = None) -> None:
+        """Count a finished trial (done: the study's total, when another worker may have finished some too);
+        a failed one gets a line with its reason, on a terminal too."""
         if value is not None:
             self.best = max(self.best or 0.0, value)
         best = f"best val_acc={self.best:.3f}" if self.best is not None else ""
         if done is None:
             done = int(self.progress.tasks[0].completed) + 1
         self.progress.update(self.trials, completed=done, info=f"{state}  {best}")
-        if not self.progress.console.is_terminal:  # logs and CI get a line per trial instead of a live bar
+        if failure or not self.progress.console.is_terminal:  # logs and CI get a line per trial instead of a live bar
             shown = f" val_acc={value:.3f}" if value is not None else ""
-            self.progress.console.print(f"trial {number} {state}{shown} in {seconds:.1f} s "
-                                        f"({done}/{self.progress.tasks[0].total}) {best}", highlight=False)
+            line = f"trial {number} {state}{shown} in {seconds:.1f} s ({done}/{self.progress.tasks[0].total})"
+            line += f" {best}" * bool(best) + f": {failure}" * bool(failure)
+            self.progress.console.print(line, highlight=False)
 
     def on_trial_finished(self, study, trial) -> None:
         """Optuna callback: count every finished trial of the study, this worker's and the others'."""
@@ -52,4 +55,5 @@ class SearchProgress:
 
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         value = trial.values[0] if trial.values else None
-        self.trial_done(trial.number, trial.state.name.lower(), value, seconds, finished_count(study))
+        self.trial_done(trial.number, trial.state.name.lower(), value, seconds, finished_count(study),
+                        failure=trial.user_attrs.get("failure_reason"))

@@ -5,6 +5,8 @@ What every backend shares lives here: the search settings, and running one trial
 from __future__ import annotations
 
 import importlib
+import json
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +83,20 @@ def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContex
     except Exception as e:  # any failure of one trial is stored, and the sweep goes on
         reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
         store("failed", reason=reason, n_params=ctx.n_params)
+        log_failure(ctx.run_dir / FAILURE_LOG, trial_number, params)
         raise TrialFailed(reason) from e
     store("complete", result=result)
     return result
+
+
+FAILURE_LOG = "failures.log"  # in the study's run folder
+
+
+def log_failure(path: Path, trial_number: int, params: dict[str, Any]) -> None:
+    """Append the traceback being handled: the console shows a failed trial in one line, and this keeps the rest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as log:  # several workers may append; each writes one block
+        log.write(f"--- trial {trial_number}, {now()}, params {json.dumps(params, default=str)}\n{traceback.format_exc()}\n")
 
 
 def get_backend(name: str):

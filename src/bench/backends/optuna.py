@@ -6,6 +6,7 @@ processes on the same study; TensorFlow does not share one process well between 
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import warnings
@@ -16,7 +17,7 @@ from typing import Any
 import optuna
 
 from bench import stop
-from bench.backends import SearchConfig, execute_trial
+from bench.backends import FAILURE_LOG, SearchConfig, execute_trial
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
@@ -26,6 +27,27 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
 PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+class _QuietStoredFailures(logging.Filter):
+    """Optuna logs a failed trial with its whole traceback, chained through TrialFailed, so each reason shows three
+    times. bench has stored the reason, written the traceback to the study's failures.log, and shows one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.follow_up = False  # Optuna's "Trial N failed with value None." line that comes next
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            self.follow_up = True
+            return False
+        if self.follow_up and "failed with value" in record.getMessage():
+            self.follow_up = False
+            return False
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietStoredFailures())
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
@@ -277,7 +299,7 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
     )
     if all_fail.reason is not None:
         raise ValueError(f"stopped: the first {all_fail.n} trials all failed with the same reason, which every trial "
-                         f"would hit: {all_fail.reason}")
+                         f"would hit: {all_fail.reason} (tracebacks: {config.results_dir / config.study / FAILURE_LOG})")
 
 
 def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
