@@ -20,6 +20,10 @@ on the network's per-epoch validation accuracy, per image (patches: aggregated b
 patch_bovw: mean of patch probabilities), also for svm / patch_bovw whose final figure comes from the SVM fitted after
 the last epoch.
 
+Saved model (save_model, for `bench report`): the network as model.keras and, beside it, model-head.joblib with the
+params, the class count and the fitted SVM / BoVW pipeline (none for end_to_end and patches); load_model(folder) reads
+both back into an MLPModel that predict_proba takes.
+
 Parameter count (count_params): every weight of the network, as Keras counts them (batch-norm statistics included),
 plus what the variant adds, in bench.bovw's convention: svm: scaler (2 x dim, when standard) + support vectors x dim
 + dual coefficients + intercepts + Platt parameters; patch_bovw: the same for its histogram SVM + the codebook
@@ -44,6 +48,7 @@ from bench.objective import FitInfo, Objective, TrialContext, TrialFailed, class
 VARIANTS = ("end_to_end", "svm", "patches", "patch_bovw")
 PATCH_VARIANTS = ("patches", "patch_bovw")
 AGGREGATES = ("mean", "vote")
+MODEL_FILE, HEAD_FILE = "model.keras", "model-head.joblib"  # both match bench.artifacts.MODEL_GLOB
 
 
 # --- patches ---
@@ -234,7 +239,8 @@ class MLP(Objective):
         outputs = L.Dense(split.num_classes, activation="softmax")(x)
         return MLPModel(k.Model(inputs, outputs, name="mlp"), dict(params), len(split.y_fit), split.num_classes)
 
-    def _feature_index(self, params: dict[str, Any]) -> int:
+    @staticmethod
+    def _feature_index(params: dict[str, Any]) -> int:
         """1-based index of the hidden layer whose features the SVM / codebook sees."""
         return max(1, int(params["hidden_layers"]) - int(params["feature_layer"]))
 
@@ -266,8 +272,7 @@ class MLP(Objective):
             history = dict(info.history)
         history["n_params_network"] = [float(model.net.count_params())]
         if variant in ("svm", "patch_bovw"):
-            layer = model.net.get_layer(f"hidden_{self._feature_index(params)}")
-            model.extractor = kt.keras().Model(model.net.input, layer.output)
+            model.extractor = _extractor(model.net, params)
             cfg = self._head_config(params, ctx.seed)
             if variant == "svm":
                 model.head = FeatureClassifier(cfg, split.num_classes).fit_vectors(
@@ -343,8 +348,36 @@ class MLP(Objective):
     def release(self, model: MLPModel) -> None:
         kt.release_keras()
 
+    def save_model(self, model: MLPModel, folder) -> Path:
+        """folder/model.keras (the network) and folder/model-head.joblib (params, class count and fitted head), which
+        load_model reads back; returns the .keras path, the file `bench report` opens."""
+        import joblib
+
+        folder = Path(folder)
+        model.net.save(folder / MODEL_FILE)
+        joblib.dump({"params": model.params, "n_fit": model.n_fit, "n_classes": model.n_classes, "head": model.head},
+                    folder / HEAD_FILE)
+        return folder / MODEL_FILE
+
     def set_seed(self, seed: int) -> None:
         kt.seed_everything(seed)
+
+
+def load_model(folder) -> MLPModel:
+    """The model MLP.save_model wrote into folder, ready for MLP().predict_proba."""
+    import joblib
+
+    saved = joblib.load(Path(folder) / HEAD_FILE)
+    net = kt.keras().models.load_model(Path(folder) / MODEL_FILE, compile=False)
+    model = MLPModel(net, saved["params"], saved["n_fit"], saved["n_classes"], head=saved["head"])
+    if model.head is not None:
+        model.extractor = _extractor(net, model.params)
+    return model
+
+
+def _extractor(net, params: dict[str, Any]):
+    """Keras model: the network's input -> the hidden layer whose features the SVM / codebook sees."""
+    return kt.keras().Model(net.input, net.get_layer(f"hidden_{MLP._feature_index(params)}").output)
 
 
 def _flat(patches: np.ndarray) -> np.ndarray:

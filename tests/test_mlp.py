@@ -198,6 +198,34 @@ def test_each_svm_gamma_reaches_its_svm():
     assert cfg({**params, "variant": "patch_bovw", "bovw_kernel": "chi2"}, 0).gamma == 0.3
 
 
+# --- the saved model, for `bench report` ---
+
+
+@pytest.mark.parametrize("variant", ["end_to_end", "svm", "patches", "patch_bovw"])
+def test_saved_model_predicts_as_the_trained_one(tiny_mit8, tmp_path, variant):
+    import json
+
+    from bench.report import load_model as report_model
+
+    ctx = TrialContext(seed=0, data_root=tiny_mit8, val_fraction=0.25, run_dir=tmp_path, trial_number=0, keep_top=1,
+                       keep_models=True)
+    params = {**QUICK, "variant": variant, "aggregate": "vote", "k": 16}
+    r = get_objective("mlp").run(params, ctx)
+    assert "artifacts_error" not in r.extras
+    folder = tmp_path / "trial-0"
+    assert json.loads((folder / "meta.json").read_text())["model"] == "model.keras"
+    assert (folder / "model-head.joblib").exists()
+    kept = np.load(folder / "predictions.npz")  # what the in-memory model predicted during the trial
+    split = ctx.images(QUICK["input_size"], True)
+    loaded = mlp.load_model(folder)
+    assert loaded.params["variant"] == variant and (loaded.head is None) == (variant in ("end_to_end", "patches"))
+    objective = mlp.MLP()
+    np.testing.assert_allclose(objective.predict_proba(loaded, split.x_test), kept["test_proba"], atol=1e-5)
+    np.testing.assert_allclose(objective.predict_proba(loaded, split.x_val[:6]), kept["val_proba"][:6], atol=1e-5)
+    # and `bench report` opens the network
+    assert report_model(folder).count_params() == r.extras["history"]["n_params_network"][0]
+
+
 # --- patch_bovw's caches ---
 
 
