@@ -33,7 +33,6 @@ breakdown after fitting is in the trial's history (n_params_network, n_params_co
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,25 +111,6 @@ def image_metrics(patch_proba: np.ndarray, y: np.ndarray, how: str) -> dict[str,
 def layer_units(params: dict[str, Any]) -> list[int]:
     """Units of each hidden layer: `units`, then times `taper` per layer (16 at least)."""
     return [max(16, int(round(params["units"] * params["taper"] ** i))) for i in range(int(params["hidden_layers"]))]
-
-
-class TrialBoVW(BoVWPipeline):
-    """bench.bovw's pipeline over one network's patch features, its caches in a scratch folder for each call: the
-    descriptors come from this trial's trained network, so a cached codebook or word list could never be hit later."""
-
-    def __init__(self, cfg: PipelineConfig, n_classes: int | None = None):
-        super().__init__(cfg, Path(tempfile.gettempdir()), n_classes)
-
-    def _scratch(self, method, *args):
-        with tempfile.TemporaryDirectory(prefix="bench-mlp-bovw-") as scratch:
-            self.cache_dir = Path(scratch)
-            return method(*args)
-
-    def fit(self, features: LocalFeatures, idx: np.ndarray, y: np.ndarray) -> "TrialBoVW":
-        return self._scratch(super().fit, features, idx, y)
-
-    def predict_proba(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
-        return self._scratch(super().predict_proba, features, idx)
 
 
 @dataclass
@@ -278,7 +258,7 @@ class MLP(Objective):
                 model.head = FeatureClassifier(cfg, split.num_classes).fit_vectors(
                     self._features(model, split.x_fit), split.y_fit)
             else:
-                model.head = TrialBoVW(cfg, split.num_classes).fit(
+                model.head = BoVWPipeline(cfg, None, split.num_classes).fit(  # nothing cached: per-trial features
                     self._patch_store(model, split.x_fit), np.arange(len(split.x_fit)), split.y_fit)
             history["feature_dim"] = [float(model.extractor.output.shape[-1])]
             history.update({f"n_params_{k}": [float(v)] for k, v in model.head.param_breakdown().items()})
@@ -306,7 +286,7 @@ class MLP(Objective):
 
     def _patch_store(self, model: MLPModel, x: np.ndarray) -> LocalFeatures:
         """Hidden features of every grid patch of images x as a BoVW descriptor store. Its key names nothing: the
-        pipeline's caches live only for one call on one store (TrialBoVW)."""
+        pipeline caches nothing for them (cache_dir None)."""
         patches, centres = patch_grid(x, model.params)
         n, per_image = patches.shape[:2]
         desc = self._features(model, _flat(patches))

@@ -234,7 +234,7 @@ def test_patch_bovw_leaves_nothing_in_the_cache(tiny_mit8, tmp_path, monkeypatch
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the per-call codebook and word caches go
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # nor in a temporary folder
     cache = tmp_path / "cache"
     ctx = TrialContext(seed=0, data_root=tiny_mit8, val_fraction=0.25, cache_dir=cache)
     ctx.images(QUICK["input_size"], True)  # the decoded-image cache, which the trial shares with every other

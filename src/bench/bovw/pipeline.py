@@ -89,7 +89,14 @@ def _hash(*parts) -> str:
     return h.hexdigest()[:20]
 
 
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _cache_path(cache_dir: Path | None, kind: str, key: str) -> Path | None:
+    return Path(cache_dir) / "bovw" / kind / f"{key}.npz" if cache_dir is not None else None
+
+
+def _save(path: Path | None, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays to path (none: caching is off), renamed into place so a killed run never leaves half a file."""
+    if path is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
@@ -117,11 +124,12 @@ def sample_rows(features: LocalFeatures, idx: np.ndarray, n: int, seed: int) -> 
 # --- codebook and hard assignment ---
 
 
-def fit_codebook(features: LocalFeatures, idx: np.ndarray, cfg: PipelineConfig, cache_dir: Path) -> tuple[str, np.ndarray]:
+def fit_codebook(features: LocalFeatures, idx: np.ndarray, cfg: PipelineConfig,
+                 cache_dir: Path | None) -> tuple[str, np.ndarray]:
     """(cache key, k x D float32 centres): MiniBatchKMeans on a seeded sample of the descriptors of images idx."""
     key = _hash("codebook", features.key, cfg.k, cfg.seed, cfg.codebook_samples, cfg.rootsift, np.asarray(idx, np.int64))
-    path = Path(cache_dir) / "bovw" / "codebooks" / f"{key}.npz"
-    if path.exists():
+    path = _cache_path(cache_dir, "codebooks", key)
+    if path and path.exists():
         return key, np.load(path)["centers"]
     from sklearn.cluster import MiniBatchKMeans
 
@@ -147,11 +155,11 @@ def assign(x: np.ndarray, centers: np.ndarray, chunk: int = 32768) -> np.ndarray
 
 
 def visual_words(features: LocalFeatures, idx: np.ndarray, codebook_key: str, centers: np.ndarray, cfg: PipelineConfig,
-                 cache_dir: Path, chunk_images: int = 256) -> np.ndarray:
+                 cache_dir: Path | None, chunk_images: int = 256) -> np.ndarray:
     """Word of every descriptor of images idx (in image order), cached per (codebook, images)."""
     idx = np.asarray(idx, np.int64)
-    path = Path(cache_dir) / "bovw" / "words" / f"{_hash(codebook_key, features.key, idx)}.npz"  # idx means images of this store
-    if path.exists():
+    path = _cache_path(cache_dir, "words", _hash(codebook_key, features.key, idx))  # idx means images of this store
+    if path and path.exists():
         return np.load(path)["words"]
     parts = []
     for i in range(0, len(idx), chunk_images):
@@ -235,12 +243,12 @@ def fisher_dim(n_components: int, dim: int, weights: bool) -> int:
     return 2 * n_components * dim + (n_components if weights else 0)
 
 
-def fit_fisher(features: LocalFeatures, idx: np.ndarray, cfg: PipelineConfig, cache_dir: Path) -> FisherModel:
+def fit_fisher(features: LocalFeatures, idx: np.ndarray, cfg: PipelineConfig, cache_dir: Path | None) -> FisherModel:
     """PCA of descriptors, then a diagonal GMM, both on a seeded sample of the descriptors of images idx; cached."""
     key = _hash("fisher", features.key, cfg.fisher_components, cfg.fisher_pca, cfg.seed, cfg.codebook_samples, cfg.rootsift,
                 np.asarray(idx, np.int64))
-    path = Path(cache_dir) / "bovw" / "gmms" / f"{key}.npz"
-    if path.exists():
+    path = _cache_path(cache_dir, "gmms", key)
+    if path and path.exists():
         z = np.load(path)
         has_pca = z["pca_components"].size > 0
         return FisherModel(z["pca_mean"] if has_pca else None, z["pca_components"] if has_pca else None,
@@ -511,9 +519,10 @@ class FeatureClassifier:
 class BoVWPipeline(FeatureClassifier):
     """Encode (codebook or GMM fitted on the training images only) -> normalise -> reduce -> classify."""
 
-    def __init__(self, cfg: PipelineConfig, cache_dir: Path, n_classes: int | None = None):
+    def __init__(self, cfg: PipelineConfig, cache_dir: Path | None, n_classes: int | None = None):
+        """cache_dir None: cache nothing (descriptors that no later fit will see again, such as a trained network's)."""
         super().__init__(cfg, n_classes)
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = cache_dir
 
     # encoding
     def encode(self, features: LocalFeatures, idx: np.ndarray) -> np.ndarray:
