@@ -268,3 +268,22 @@ def test_a_search_whose_first_trials_all_fail_alike_stops_and_says_why(tmp_path,
     blocks = log.read_text().split("--- trial ")[1:]
     assert [b.split(",")[0] for b in blocks] == ["0", "1", "2"]
     assert all("Traceback (most recent call last)" in b and "padding=same" in b for b in blocks)
+
+
+def test_progress_best_counts_complete_trials_only():
+    import io
+
+    from rich.console import Console
+
+    from bench.progress import SearchProgress
+
+    out = io.StringIO()
+    with SearchProgress(Console(file=out, width=200)) as progress:  # not a terminal: a line per trial
+        progress.begin(study_done=0, total=3)
+        progress.trial_done(0, "complete", 0.5, 1.0)
+        progress.trial_done(1, "pruned", 0.9, 1.0)  # its value is from a run cut short at a rung
+        progress.trial_done(2, "fail", None, 1.0, failure="out of memory")
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("trial ")]
+    assert lines == ["trial 0 complete val_acc=0.500 in 1.0 s (1/3) best val_acc=0.500",
+                     "trial 1 pruned val_acc=0.900 in 1.0 s (2/3) best val_acc=0.500",
+                     "trial 2 fail in 1.0 s (3/3) best val_acc=0.500: out of memory"]

@@ -37,7 +37,7 @@ class SearchProgress:
                    failure: str | None = None) -> None:
         """Count a finished trial (done: the study's total, when another worker may have finished some too);
         a failed one gets a line with its reason, on a terminal too."""
-        if value is not None:
+        if value is not None and state == "complete":  # a pruned trial's value is from an unfinished run
             self.best = max(self.best or 0.0, value)
         best = f"best val_acc={self.best:.3f}" if self.best is not None else ""
         if done is None:
