@@ -107,6 +107,21 @@ def test_feature_key_changes_with_what_changes_the_features():
         assert feature_key(**{**base, **change}) != key, change
 
 
+def test_feature_extraction_tells_its_progress_and_returns_every_output(capsys):
+    from bench.transfer.features import extract
+
+    k = keras()
+    inputs = k.Input((3,))
+    model = k.Model(inputs, k.layers.Dense(2, kernel_initializer="ones")(inputs))
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    out = extract(model, x, "dense", batch_size=3, every_s=0)  # batches of 3, 3, 3, 1; a line after each but the first
+    np.testing.assert_allclose(out, np.asarray(model(x)).astype(np.float16))
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("bench: computing dense for 10 images once") and "s left" in said[0]
+    assert said[1].startswith("bench: dense: 9/10 images, about ")
+    assert said[-1].startswith("bench: dense: 10 images in ") and len(said) == 3
+
+
 def test_unfreezing_blocks_trains_them_on_cached_bottom_features(tiny_mit8, tmp_path):
     result = Transfer().run(dict(input_size=32, mode="unfreeze_blocks", unfreeze_blocks=2, epochs=1, batch_size=16),
                             ctx_for(tiny_mit8, cache_dir=tmp_path))

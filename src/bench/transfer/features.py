@@ -19,16 +19,24 @@ def feature_key(**identity) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def extract(model, x: np.ndarray, label: str, batch_size: int = 64) -> np.ndarray:
-    """model's outputs for x in batches, as float16; tells how long it will take after the first batch."""
-    out = []
+def extract(model, x: np.ndarray, label: str, batch_size: int = 64, every_s: float = 15.0) -> np.ndarray:
+    """model's outputs for x in batches, as float16. Tells the time it will take after the second batch (the first also
+    builds the graph), then every `every_s` seconds the time left from the running average, which falls as the
+    batches warm up, and at the end the time it took."""
+    out, started, said = [], time.perf_counter(), None
     for i in range(0, len(x), batch_size):
-        start = time.perf_counter()
         out.append(np.asarray(model(x[i : i + batch_size], training=False), dtype=np.float16))
-        if i == batch_size:  # the first batch also builds the graph: time the second
-            per_image = (time.perf_counter() - start) / batch_size
-            print(f"bench: computing {label} for {len(x)} images once, about {per_image * len(x):.0f} s "
-                  f"(later trials read them from the cache)", file=sys.stderr, flush=True)
+        done, now = i + len(out[-1]), time.perf_counter()
+        if i == 0:
+            first_done = now
+        elif done < len(x) and (said is None or now - said >= every_s):
+            left = (now - first_done) / (done - batch_size) * (len(x) - done)
+            head = (f"computing {label} for {len(x)} images once (later trials read them from the cache)"
+                    if said is None else f"{label}: {done}/{len(x)} images")
+            print(f"bench: {head}, about {left:.0f} s left", file=sys.stderr, flush=True)
+            said = now
+    if said is not None:
+        print(f"bench: {label}: {len(x)} images in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return np.concatenate(out) if out else np.zeros((0,), np.float16)
 
 
