@@ -215,6 +215,12 @@ def test_prune_within_compares_a_trial_only_with_its_own_group(within, b_pruned)
     assert (b.state == optuna.trial.TrialState.PRUNED) == b_pruned
 
 
+def test_a_pruner_that_ignores_prune_within_says_so(tmp_path, tiny_mit8):
+    run = search(tmp_path, tiny_mit8, "--trials", "1", space={**SPACE, "prune_within": "optimizer"})  # --pruner none
+    assert run.exit_code == 0, run.output
+    assert "prune_within: optimizer applies to Optuna's asha and median pruners only" in " ".join(run.output.split())
+
+
 def test_prune_within_must_name_a_categorical_param():
     from bench.space import SearchSpace, SpaceError
 

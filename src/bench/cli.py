@@ -114,6 +114,9 @@ def search(
             the_space.grid()
     except (SpaceError, DataError, KeyError) as e:
         fail(str(e).strip("'\""))
+    if the_space.prune_within and (backend != "optuna" or pruner not in ("asha", "median")):
+        err.print(f"[yellow]note: the space's prune_within: {the_space.prune_within} applies to Optuna's asha and median "
+                  f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
     name = study or Path(space or objective).stem
     config = SearchConfig(
         objective=objective, study=name, trials=trials, db_url=_leaderboard_url(db, storage, results), results_dir=results, seed=seed,
