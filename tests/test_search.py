@@ -216,9 +216,12 @@ def test_prune_within_compares_a_trial_only_with_its_own_group(within, b_pruned)
 
 
 def test_a_pruner_that_ignores_prune_within_says_so(tmp_path, tiny_mit8):
-    run = search(tmp_path, tiny_mit8, "--trials", "1", space={**SPACE, "prune_within": "optimizer"})  # --pruner none
+    space = {**SPACE, "prune_within": "optimizer"}
+    run = search(tmp_path, tiny_mit8, "--trials", "1", "--pruner", "hyperband", space=space)
     assert run.exit_code == 0, run.output
     assert "prune_within: optimizer applies to Optuna's asha and median pruners only" in " ".join(run.output.split())
+    quiet = search(tmp_path, tiny_mit8, "--trials", "1", "--study", "unpruned", space=space)  # --pruner none: nothing to say
+    assert quiet.exit_code == 0 and "prune_within" not in quiet.output
 
 
 def test_prune_within_must_name_a_categorical_param():
