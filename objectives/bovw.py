@@ -101,7 +101,7 @@ class BoVW(Objective):
         spec = DescriptorSpec(**{k: params[k] for k in SPEC_KEYS})
         catalog = ctx.catalog
         cache_dir = self._cache_dir(ctx)
-        features = load_features(catalog.train.paths + catalog.test.paths, spec, catalog.fingerprint(), cache_dir,
+        features = load_features(catalog.train.paths + catalog.test.paths, spec, catalog.fingerprint(cache_dir), cache_dir,
                                  self.options.get("n_jobs") or os.cpu_count())
         n_train, n_test = len(catalog.train.paths), len(catalog.test.paths)
         if n_test == 0:

@@ -192,7 +192,7 @@ class Transfer(Objective):
         k = kt.keras()
         bottom = k.Model(whole.input, whole.get_layer(boundary).output, name="frozen_bottom")
         top = k.Model(whole.get_layer(boundary).output, whole.output, name="trained_top")
-        key = feature_key(data=ctx.catalog.fingerprint(), backbone=params["backbone"], weights=self._weights_id(params),
+        key = feature_key(data=ctx.catalog.fingerprint(cache), backbone=params["backbone"], weights=self._weights_id(params),
                           size=size, activation=params["activation"], ends=ends[-1], boundary=boundary)
         arrays = bdata.load_arrays(ctx.catalog, size, True, ctx.cache_dir)
         features, hit = cached_features(bottom, {"x_train": arrays.x_train, "x_test": arrays.x_test},

@@ -48,7 +48,7 @@ def rgb(catalog) -> np.ndarray:
 
 def _features(catalog, cache, **spec) -> bd.LocalFeatures:
     spec = bd.DescriptorSpec(**{"image_size": SIZE, "patch_sizes": "8,16", "step": 8, **spec})
-    return bd.load_features(catalog.train.paths + catalog.test.paths, spec, catalog.fingerprint(), cache, n_jobs=2)
+    return bd.load_features(catalog.train.paths + catalog.test.paths, spec, catalog.fingerprint(cache), cache, n_jobs=2)
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,29 @@ def test_decode_cache_is_written_once_and_then_read(tiny_mit8, tmp_path, monkeyp
     assert len(list((tmp_path / "images").iterdir())) == 2
 
 
+def test_fingerprint_follows_content_not_copies(tiny_mit8, tmp_path, monkeypatch):
+    import shutil
+
+    cache = tmp_path / "cache"
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_mit8, copy, copy_function=shutil.copy)  # new mtimes, the same bytes
+    assert os.stat(next(copy.rglob("*.jpg"))).st_mtime_ns != os.stat(next(tiny_mit8.rglob("*.jpg"))).st_mtime_ns
+    original = bdata.scan(tiny_mit8).fingerprint(cache)
+    assert bdata.scan(copy).fingerprint(cache) == original
+    assert len(list((cache / "fingerprints").iterdir())) == 2  # the bytes were read once per copy
+
+    bdata._MEMO.clear()
+    bdata.load_arrays(bdata.scan(tiny_mit8), 32, True, cache)
+    bdata._MEMO.clear()
+    monkeypatch.setattr(bdata, "decode", lambda *a, **k: pytest.fail("the copy decoded its images again"))
+    bdata.load_arrays(bdata.scan(copy), 32, True, cache)  # the copy hits the original's decoded-image cache
+    monkeypatch.undo()
+
+    image = sorted(copy.rglob("*.jpg"))[0]
+    image.write_bytes(image.read_bytes()[:-1] + b"\x00")  # one byte differs
+    assert bdata.scan(copy).fingerprint(cache) != original
+
+
 def test_holdout_is_stratified_and_seeded(mit8):
     labels = bdata.scan(mit8).train.labels
     fit, val = bdata.holdout_indices(labels, 0.15, seed=3)

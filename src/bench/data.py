@@ -66,14 +66,29 @@ class Catalog:
     train: FileList
     test: FileList
 
-    def fingerprint(self) -> str:
-        """Identity of the data: relative paths, sizes and mtimes of every file."""
-        h = hashlib.sha256()
-        for split in (self.train, self.test):
-            for p, y in zip(split.paths, split.labels):
-                st = p.stat()
-                h.update(f"{p.relative_to(self.root)}|{int(y)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()[:16]
+    def fingerprint(self, cache_dir: Path | None = None) -> str:
+        """Identity of the data, which keys every cache: each file's relative path, label and bytes, so a copy of the
+        same images (new mtimes) hits the caches, and an edited image misses them. The bytes are read once per copy:
+        the result is kept under cache_dir/fingerprints/, keyed by the files' paths, sizes and mtimes."""
+        files = [(p, int(y)) for split in (self.train, self.test) for p, y in zip(split.paths, split.labels)]
+        listing = hashlib.sha256()
+        for p, y in files:
+            st = p.stat()
+            listing.update(f"{p.absolute()}|{y}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        memo = (cache_dir or default_cache_dir()) / "fingerprints" / listing.hexdigest()[:24]
+        if memo.exists():
+            return memo.read_text().strip()
+        content = hashlib.sha256()
+        for p, y in files:
+            data = p.read_bytes()
+            content.update(f"{p.relative_to(self.root)}|{y}|{len(data)}\n".encode())
+            content.update(data)
+        found = content.hexdigest()[:16]
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # write then rename: workers may race here
+        tmp.write_text(found)
+        tmp.replace(memo)
+        return found
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:
@@ -171,7 +186,7 @@ _MEMO: dict[tuple, Arrays] = {}
 
 def load_arrays(catalog: Catalog, size: int, color: bool = True, cache_dir: Path | None = None) -> Arrays:
     """Decode each image once per (data, size, colour) into .npy files; later calls load those (memoised in-process)."""
-    key = (catalog.fingerprint(), int(size), bool(color))
+    key = (catalog.fingerprint(cache_dir), int(size), bool(color))
     if key in _MEMO:
         return _MEMO[key]
     folder = (cache_dir or default_cache_dir()) / "images" / f"{key[0]}-{size}-{'rgb' if color else 'gray'}"
