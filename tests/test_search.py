@@ -97,6 +97,8 @@ def test_nsga2_is_multi_objective_and_asha_prunes(tmp_path, tiny_mit8):
     for r in stored:
         if r["status"] == "pruned":  # the partial curve and size of a pruned trial are kept
             assert r["n_params"] > 0 and r["extras"]["history"] and r["epochs"] is None
+            cut_at = len(r["extras"]["history"])  # the log says at which epoch
+            assert f"trial {r['trial_number']} pruned at epoch {cut_at} val_acc=" in run.output
 
 
 def test_two_worker_processes_share_one_study(tmp_path, tiny_mit8):

@@ -55,5 +55,8 @@ class SearchProgress:
 
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         value = trial.values[0] if trial.values else None
-        self.trial_done(trial.number, trial.state.name.lower(), value, seconds, finished_count(study),
+        state = trial.state.name.lower()
+        if state == "pruned" and trial.last_step is not None:
+            state = f"pruned at epoch {trial.last_step}"  # the value shown is the one it had there
+        self.trial_done(trial.number, state, value, seconds, finished_count(study),
                         failure=trial.user_attrs.get("failure_reason"))
