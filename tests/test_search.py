@@ -298,3 +298,36 @@ def test_progress_best_counts_complete_trials_only():
     assert lines == ["trial 0 complete val_acc=0.500 in 1.0 s (1/3) best val_acc=0.500",
                      "trial 1 pruned val_acc=0.900 in 1.0 s (2/3) best val_acc=0.500",
                      "trial 2 fail in 1.0 s (3/3) best val_acc=0.500: out of memory"]
+
+
+def test_confirm_reruns_the_best_configurations_over_seeds(tmp_path, tiny_mit8):
+    assert search(tmp_path, tiny_mit8, "--trials", "3").exit_code == 0
+    original = {r["trial_number"]: r for r in rows(tmp_path, study="space")}
+    common = ["confirm", "--study", "space", "--top", "2", "--seeds", "2", "--data", str(tiny_mit8),
+              "--results", str(tmp_path / "results")]
+    run = CliRunner().invoke(app, common)
+    assert run.exit_code == 0, run.output
+    assert "by mean validation accuracy" in run.output
+
+    table = [line.split() for line in run.output.splitlines()]
+    ranked = [int(cells[1]) for cells in table if len(cells) > 2 and cells[0] in ("1", "2") and cells[1].isdigit()]
+    second_best = sorted((r["val_accuracy"] for r in original.values()), reverse=True)[1]
+    assert len(ranked) == 2 and all(original[n]["val_accuracy"] >= second_best for n in ranked)
+    means = []
+    for number in ranked:
+        row = original[number]
+        runs = sorted(rows(tmp_path, study=f"space-confirm-{number}"), key=lambda r: r["trial_number"])
+        assert [r["status"] for r in runs] == ["complete", "complete"] and [r["seed"] for r in runs] == [0, 1]
+        assert all(r["params"] == row["params"] for r in runs)  # the same configuration, other training seeds
+        if number < 2:  # (2 of trials 0-2 always include 0 or 1) a run at the trial's own seed and split reproduces it
+            again = runs[number]
+            assert again["val_loss"] == pytest.approx(row["val_loss"], rel=1e-5)
+            assert again["test_accuracy"] == row["test_accuracy"]
+        means.append(sum(r["val_accuracy"] for r in runs) / 2)
+    assert means == sorted(means, reverse=True)  # ranked by mean validation accuracy
+
+    before = len(rows(tmp_path))
+    assert CliRunner().invoke(app, common).exit_code == 0 and len(rows(tmp_path)) == before  # resumes: nothing re-run
+    missing = CliRunner().invoke(app, ["confirm", "--study", "nope", "--results", str(tmp_path / "results"),
+                                       "--data", str(tiny_mit8)])
+    assert missing.exit_code == 2 and "study 'nope' has no complete trial" in missing.output

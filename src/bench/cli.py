@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -170,24 +171,33 @@ def worker(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Join a shared Optuna study from this machine: objective, space and settings come from the study."""
-    from bench import stop
     from bench.backends import SearchConfig
     from bench.backends.optuna import join
-    from bench.data import DataError, resolve_root
+    from bench.data import resolve_root
     from bench.progress import SearchProgress
 
-    try:
+    with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
                               results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat)
+        join(config, progress=SearchProgress(err))
+    err.print(f"worker done: study {study} on {storage}")
+
+
+@contextmanager
+def _stoppable(interrupted: str):
+    """Ctrl-C stops at the next safe point and exits 130, saying `interrupted`; bad data or settings exit 2."""
+    from bench import stop
+    from bench.data import DataError
+
+    try:
         with stop.on_ctrl_c():
-            join(config, progress=SearchProgress(err))
+            yield
+    except KeyboardInterrupt:
+        err.print(f"[yellow]{interrupted}[/]")
+        raise typer.Exit(130)
     except (DataError, ValueError) as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        err.print("[yellow]worker interrupted: finished trials are kept in the study.[/]")
-        raise typer.Exit(130)
-    err.print(f"worker done: study {study} on {storage}")
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -388,6 +398,37 @@ def report(
         out.print(f"wrote {p}", highlight=False)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     err.print(f"report written in {time.perf_counter() - start:.1f} s ({stages})", highlight=False)
+
+
+@app.command()
+def confirm(
+    study: str = typer.Option(..., "--study", help="The study whose best configurations to re-run."),
+    top: int = typer.Option(3, "--top", min=1, help="How many of its best configurations (by validation accuracy)."),
+    seeds: int = typer.Option(3, "--seeds", min=2, help="Training seeds per configuration."),
+    seed: int = typer.Option(0, "--seed", help="The first training seed, and the seed of the validation split."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Re-run a study's best configurations over several seeds and rank them by mean validation accuracy."""
+    from bench.confirm import confirm_study, spread
+    from bench.data import resolve_root
+
+    with _stoppable("interrupted: finished runs are kept; re-run the same command to continue."):
+        confirmed = confirm_study(study, top, seeds, seed, results, db, resolve_root(data),
+                                  log=lambda m: err.print(m, highlight=False))
+    table = Table(title=f"study {study}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
+                        f"validation accuracy (test shown, never used to rank)", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("rank", "trial", "val mean ± sd", "val per seed", "test mean ± sd", "params", "fit s", "runs in"):
+        table.add_column(col, justify="left" if col == "runs in" else "right", no_wrap=col != "val per seed")
+    for rank, c in enumerate(confirmed, 1):
+        per_seed = " ".join(f"{v:.3f}" for v in c.val) + "".join(" failed" for _ in c.failed)
+        fit = f"{sum(c.fit_seconds) / len(c.fit_seconds):.1f}" if c.fit_seconds else ""
+        table.add_row(str(rank), str(c.trial_number), spread(c.val), per_seed, spread(c.test), _fmt(c.n_params, ","), fit, c.study)
+    out.print(table)
+    for c in confirmed:
+        if c.failed:
+            out.print(f"{c.study}: {len(c.failed)} run(s) failed: {c.failed[0]}", highlight=False)
 
 
 @app.command()
