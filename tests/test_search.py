@@ -308,6 +308,7 @@ def test_confirm_reruns_the_best_configurations_over_seeds(tmp_path, tiny_mit8):
     run = CliRunner().invoke(app, common)
     assert run.exit_code == 0, run.output
     assert "by mean validation accuracy" in run.output
+    assert "trial 1 complete val_acc=" in run.output  # each configuration's runs show their progress
 
     table = [line.split() for line in run.output.splitlines()]
     ranked = [int(cells[1]) for cells in table if len(cells) > 2 and cells[0] in ("1", "2") and cells[1].isdigit()]

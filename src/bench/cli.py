@@ -413,10 +413,11 @@ def confirm(
     """Re-run a study's best configurations over several seeds and rank them by mean validation accuracy."""
     from bench.confirm import confirm_study, spread
     from bench.data import resolve_root
+    from bench.progress import SearchProgress
 
     with _stoppable("interrupted: finished runs are kept; re-run the same command to continue."):
         confirmed = confirm_study(study, top, seeds, seed, results, db, resolve_root(data),
-                                  log=lambda m: err.print(m, highlight=False))
+                                  log=lambda m: err.print(m, highlight=False), progress=lambda: SearchProgress(err))
     table = Table(title=f"study {study}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
                         f"validation accuracy (test shown, never used to rank)", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("rank", "trial", "val mean ± sd", "val per seed", "test mean ± sd", "params", "fit s", "runs in"):

@@ -46,8 +46,9 @@ def candidates(rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
 
 
 def confirm_study(study: str, top: int, seeds: int, seed: int, results: Path, db: str | None, data_root: Path,
-                  log: Callable[[str], None] = print) -> list[Confirmed]:
-    """Re-run the study's best configurations (see the module's docstring); best mean validation accuracy first."""
+                  log: Callable[[str], None] = print, progress: Callable[[], Any] | None = None) -> list[Confirmed]:
+    """Re-run the study's best configurations (see the module's docstring); best mean validation accuracy first.
+    progress: makes a fresh bench.progress.SearchProgress for each configuration's runs."""
     from bench.backends import SearchConfig, get_backend
     from bench.leaderboard import Leaderboard, db_url
     from bench.space import SearchSpace
@@ -66,7 +67,7 @@ def confirm_study(study: str, top: int, seeds: int, seed: int, results: Path, db
         config = SearchConfig(objective=row["objective"], study=name, trials=seeds, db_url=url, results_dir=results,
                               seed=seed, pruner="none", data_root=str(data_root))
         try:
-            get_backend("optuna").run(space, config)
+            get_backend("optuna").run(space, config, progress=progress() if progress else None)
         except ValueError as e:  # every run fails alike: the failed rows say why
             log(f"{name}: {e}")
         runs = sorted(board.query(study=name), key=lambda r: r["trial_number"])
