@@ -420,16 +420,16 @@ def confirm(
                                   log=lambda m: err.print(m, highlight=False), progress=lambda: SearchProgress(err))
     table = Table(title=f"study {study}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
                         f"validation accuracy (test shown, never used to rank)", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("rank", "trial", "val mean ± sd", "val per seed", "test mean ± sd", "params", "fit s", "runs in"):
-        table.add_column(col, justify="left" if col == "runs in" else "right", no_wrap=col != "val per seed")
+    for col in ("rank", "trial", "val mean ± sd", "test mean ± sd", "params", "fit s"):
+        table.add_column(col, justify="right", no_wrap=True)
     for rank, c in enumerate(confirmed, 1):
-        per_seed = " ".join(f"{v:.3f}" for v in c.val) + "".join(" failed" for _ in c.failed)
         fit = f"{sum(c.fit_seconds) / len(c.fit_seconds):.1f}" if c.fit_seconds else ""
-        table.add_row(str(rank), str(c.trial_number), spread(c.val), per_seed, spread(c.test), _fmt(c.n_params, ","), fit, c.study)
+        table.add_row(str(rank), str(c.trial_number), spread(c.val), spread(c.test), _fmt(c.n_params, ","), fit)
     out.print(table)
     for c in confirmed:
-        if c.failed:
-            out.print(f"{c.study}: {len(c.failed)} run(s) failed: {c.failed[0]}", highlight=False)
+        val, test = (" ".join(f"{v:.3f}" for v in values) for values in (c.val, c.test))
+        failed = f"; {len(c.failed)} failed: {c.failed[0]}" if c.failed else ""
+        out.print(f"#{c.trial_number}: val {val}; test {test}{failed} (study {c.study})", highlight=False)
 
 
 @app.command()
