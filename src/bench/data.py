@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -84,10 +85,7 @@ class Catalog:
             content.update(f"{p.relative_to(self.root)}|{y}|{len(data)}\n".encode())
             content.update(data)
         found = content.hexdigest()[:16]
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # write then rename: workers may race here
-        tmp.write_text(found)
-        tmp.replace(memo)
+        write_atomically(memo, lambda tmp: tmp.write_text(found))
         return found
 
 
@@ -169,6 +167,16 @@ class Arrays:
     paths_test: tuple[Path, ...] = field(default=(), repr=False)
 
 
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """write(tmp) to a temporary file beside path, then rename it into place: a killed run never leaves half a file,
+    and workers writing the same file at once never mix. The temporary name holds the process id and keeps path's
+    suffixes, which np.save and Keras' save_weights look at."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
+    write(tmp)
+    tmp.replace(path)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "bench"))
 
@@ -196,11 +204,8 @@ def load_arrays(catalog: Catalog, size: int, color: bool = True, cache_dir: Path
     else:
         x_train = _decode_all(catalog.train.paths, size, color)
         x_test = _decode_all(catalog.test.paths, size, color)
-        folder.mkdir(parents=True, exist_ok=True)
         for n, x in zip(names, (x_train, x_test)):
-            tmp = folder / f"{n}.tmp.npy"  # write then rename: a killed run never leaves half a cache
-            np.save(tmp, x)
-            tmp.replace(folder / f"{n}.npy")
+            write_atomically(folder / f"{n}.npy", lambda tmp: np.save(tmp, x))
         (folder / "meta.json").write_text(json.dumps({"root": str(catalog.root), "classes": catalog.classes}))
     arrays = Arrays(
         x_train, catalog.train.labels, x_test, catalog.test.labels, catalog.classes, catalog.train.paths, catalog.test.paths

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.data import write_atomically
 from bench.objective import TrialFailed
 
 CACHE_VERSION = 1
@@ -279,11 +280,8 @@ def load_features(paths: Sequence[Path], spec: DescriptorSpec, data_id: str, cac
         seconds = time.perf_counter() - start
         meta = {"spec": asdict(spec), "data": data_id, "n_images": len(counts), "n_descriptors": int(offsets[-1]),
                 "dim": int(desc.shape[1]), "dtype": str(desc.dtype), "seconds": seconds}
-        folder.mkdir(parents=True, exist_ok=True)
         for n, arr in zip(names, (desc, xy, offsets)):
-            tmp = folder / f"{n}.tmp.npy"  # write then rename: a killed run never leaves half a cache
-            np.save(tmp, arr)
-            tmp.replace(folder / f"{n}.npy")
+            write_atomically(folder / f"{n}.npy", lambda tmp: np.save(tmp, arr))
         (folder / "meta.json").write_text(json.dumps(meta))
         feats = LocalFeatures(desc, xy, offsets, key, spec.descriptor in BINARY, False, seconds, meta)
     if len(feats.offsets) - 1 != len(paths):

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bovw.descriptors import LocalFeatures
+from bench.data import write_atomically
 from bench.objective import TrialFailed
 
 ENCODINGS = ("hist", "fisher")
@@ -94,13 +95,9 @@ def _cache_path(cache_dir: Path | None, kind: str, key: str) -> Path | None:
 
 
 def _save(path: Path | None, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays to path (none: caching is off), renamed into place so a killed run never leaves half a file."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    """Write arrays to path (none: caching is off)."""
+    if path is not None:
+        write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 # --- descriptors -> float rows ---

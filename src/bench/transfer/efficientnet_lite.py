@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data import write_atomically
+
 # (kernel, repeats, input filters, output filters, expand ratio, first stride) per stage: lite0 = width 1.0, depth 1.0
 STAGES = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
           (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1))
@@ -128,10 +130,7 @@ def imagenet_weights(cache_dir: Path) -> Path:
 
         model = build(224, include_top=True)
         convert(model, load_state_dict())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("tmp-" + path.name)  # write then rename: a killed run leaves no half file
-        model.save_weights(tmp)
-        tmp.replace(path)
+        write_atomically(path, model.save_weights)
         del model
         keras().backend.clear_session()
     return path

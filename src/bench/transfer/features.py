@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data import write_atomically
+
 
 def feature_key(**identity) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -45,11 +47,8 @@ def cached_features(model, arrays_x: dict[str, np.ndarray], folder: Path, label:
     paths = {name: folder / f"{name}.npy" for name in arrays_x}
     if all(p.exists() for p in paths.values()):
         return {name: np.load(p) for name, p in paths.items()}, True
-    folder.mkdir(parents=True, exist_ok=True)
     features = {}
     for name, x in arrays_x.items():
         features[name] = extract(model, x, f"{label} ({name})")
-        tmp = folder / f"{name}.tmp.npy"  # write then rename: a killed run never leaves half a cache
-        np.save(tmp, features[name])
-        tmp.replace(paths[name])
+        write_atomically(paths[name], lambda tmp: np.save(tmp, features[name]))
     return features, False
