@@ -9,9 +9,8 @@
                          an image's prediction aggregates its grid patches' by mean probability or by majority vote
     variant=patch_bovw   the patch-trained MLP's hidden features of every grid patch are dense local descriptors
                          (position = patch centre) -> k-means codebook -> histogram (spatial pyramid) -> SVM, through
-                         the BoVW family's own pipeline (bench.bovw.pipeline). Its codebook and word caches live in
-                         a scratch folder for the one call (the descriptors come from this trial's network: no other
-                         trial could hit them), so a trial leaves nothing in the cache folder
+                         the BoVW family's own pipeline (bench.bovw.pipeline), which caches nothing for it: the
+                         descriptors come from this trial's network, so no other trial could hit a cached codebook
 
 Protocol: everything (network, SVM, codebook) is fitted on the fit part of train/ only; the search selects on the
 stratified validation hold-out (TrialContext.images), per image: for the patch variants the validation images' patch
@@ -41,6 +40,7 @@ import numpy as np
 
 from bench import keras_train as kt
 from bench.bovw import BoVWPipeline, FeatureClassifier, LocalFeatures, PipelineConfig
+from bench.bovw.pipeline import pyramid_cells
 from bench.data import Split
 from bench.objective import FitInfo, Objective, TrialContext, TrialFailed, classification_metrics
 
@@ -321,7 +321,7 @@ class MLP(Objective):
             dim = layer_units(params)[self._feature_index(params) - 1]
             extra = 2 * dim if params["svm_normalize"] == "standard" else 0
         else:
-            dim = int(params["k"]) * sum(4**level for level in range(int(params["levels"]) + 1))
+            dim = int(params["k"]) * sum(pyramid_cells(int(params["levels"]), PipelineConfig.layout))
             extra = int(params["k"]) * layer_units(params)[self._feature_index(params) - 1]
         return network + extra + n * dim + (c - 1) * n + 3 * pairs
 

@@ -47,7 +47,6 @@ SWAPS = ("keep", "relu", "elu", "tanh")
 AUGMENTATIONS = ("flip", "rotation", "shift", "shear", "zoom")
 
 
-
 @dataclasses.dataclass
 class TransferModel:
     """The composed network and what the trial trains: `trained` on `inputs` ("images" or cached "features")."""

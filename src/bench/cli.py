@@ -115,7 +115,7 @@ def search(
             the_space.grid()
     except (SpaceError, DataError, KeyError) as e:
         fail(str(e).strip("'\""))
-    if the_space.prune_within and pruner != "none" and (backend != "optuna" or pruner not in ("asha", "median")):
+    if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
         err.print(f"[yellow]note: the space's prune_within: {the_space.prune_within} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
     name = study or Path(space or objective).stem

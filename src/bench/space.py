@@ -92,8 +92,8 @@ class SearchSpace(BaseModel):
     description: str = ""
     params: dict[str, Param]
     start: list[dict[str, Any]] = Field(default_factory=list)  # known-good points the search evaluates first
-    # a categorical param whose values are different kinds of model (mlp's variant): the pruner compares a trial only
-    # with trials of the same value, since their learning curves are not comparable
+    # a categorical param whose values give learning curves that are not comparable (mlp's variant, the one-cycle
+    # schedule's warm-up in transfer): the pruner compares a trial only with trials of the same value
     prune_within: str | None = None
     source: str = Field(default="<memory>", exclude=True)
 

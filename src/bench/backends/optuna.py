@@ -25,6 +25,7 @@ from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
+GROUPED_PRUNERS = ("asha", "median")  # the pruners that honour a space's prune_within
 PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -94,7 +95,7 @@ def make_pruner(name: str, max_epochs: int | None, within: str | None = None) ->
 
     within: a param whose groups are pruned apart (asha and median; hyperband keeps its own brackets)."""
     pruner = _make_pruner(name, max_epochs)
-    return GroupedPruner(pruner, within) if within and name in ("asha", "median") else pruner
+    return GroupedPruner(pruner, within) if within and name in GROUPED_PRUNERS else pruner
 
 
 def _make_pruner(name: str, max_epochs: int | None) -> optuna.pruners.BasePruner:
