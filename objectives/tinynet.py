@@ -55,6 +55,8 @@ class TinyNet(Objective):
         "patience": 0,
         "flip": True,
         "shift": 0.0,
+        "label_smoothing": 0.0,
+        "weight_decay": 0.0,
     }
 
     def load_data(self, params: dict[str, Any], ctx: TrialContext) -> Split:
@@ -119,7 +121,12 @@ class TinyNet(Objective):
         return kt.fit_keras(model, split, params, ctx)
 
     def predict_proba(self, model, x: np.ndarray) -> np.ndarray:
-        return kt.predict_keras(model, x)
+        """Class probabilities; a model trained on horizontal flips also sees each image flipped, and the two are
+        averaged (test-time augmentation: the flip is in the model, so a saved model predicts the same way)."""
+        proba = kt.predict_keras(model, x)
+        if any(type(layer).__name__ == "RandomFlip" for layer in model.layers):
+            proba = (proba + kt.predict_keras(model, x[:, :, ::-1])) / 2
+        return proba
 
     def count_params(self, model) -> int:
         """Every weight of the network, as Keras counts them (batch-norm moving statistics included)."""

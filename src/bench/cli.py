@@ -71,6 +71,7 @@ def search(
     pruner: Optional[str] = typer.Option(None, "--pruner", help="optuna: asha (default, successive halving), hyperband, median, none, pareto-asha (default with nsga2: promotes by non-dominated sorting on accuracy and params); ray: asha, none."),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="optuna: a trial running longer has its worker process killed and is stored as failed."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://... lets `bench worker` join from other machines). Default: RESULTS/optuna.journal."),
@@ -100,21 +101,26 @@ def search(
     if backend not in BACKENDS:
         fail(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     chosen = get_backend(backend)
+    try:
+        the_space = load_space(space or objective)
+        if the_space.objective != objective:
+            fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
+        root = resolve_root(data)
+    except (SpaceError, DataError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    if sampler is None and pruner is None and backend == "optuna":  # how the space says it is best searched
+        sampler, pruner = the_space.sampler, the_space.pruner
     sampler = sampler or chosen.SAMPLERS[0]
     pruner = pruner or (chosen.default_pruner(sampler) if hasattr(chosen, "default_pruner") else chosen.PRUNERS[0])
     if sampler not in chosen.SAMPLERS:
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
         fail(f"--pruner for {backend} must be one of {', '.join(chosen.PRUNERS)}, got '{pruner}'")
-    try:
-        the_space = load_space(space or objective)
-        if the_space.objective != objective:
-            fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
-        root = resolve_root(data)
-        if sampler == "grid":
+    if sampler == "grid":
+        try:
             the_space.grid()
-    except (SpaceError, DataError, KeyError) as e:
-        fail(str(e).strip("'\""))
+        except SpaceError as e:
+            fail(str(e))
     if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
         err.print(f"[yellow]note: the space's prune_within: {the_space.prune_within} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
@@ -123,7 +129,7 @@ def search(
         objective=objective, study=name, trials=trials, db_url=_leaderboard_url(db, storage, results), results_dir=results, seed=seed,
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
         val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params, heartbeat=heartbeat,
-        address=address, cpus_per_trial=cpus_per_trial, resume=resume,
+        address=address, cpus_per_trial=cpus_per_trial, resume=resume, trial_timeout=trial_timeout,
     )
     config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
     err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
@@ -166,6 +172,7 @@ def worker(
     storage: str = typer.Option(..., "--storage", help="The study's database, e.g. postgresql://user@host/db."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Total finished trials to stop at. Default: the study's own."),
     heartbeat: int = typer.Option(30, "--heartbeat", min=1, help="Seconds between heartbeats; a trial silent for 2x is failed and retried."),
+    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="A trial running longer has its worker process killed and is stored as failed."),
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
@@ -179,7 +186,8 @@ def worker(
     with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
-                              results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat)
+                              results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat,
+                              trial_timeout=trial_timeout)
         join(config, progress=SearchProgress(err))
     err.print(f"worker done: study {study} on {storage}")
 

@@ -51,12 +51,17 @@ class SearchProgress:
 
     def on_trial_finished(self, study, trial) -> None:
         """Optuna callback: count every finished trial of the study, this worker's and the others'."""
-        from bench.backends.optuna import finished_count
+        self.trial_done(**trial_done_args(study, trial))
 
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        value = trial.values[0] if trial.values else None
-        state = trial.state.name.lower()
-        if state == "pruned" and trial.last_step is not None:
-            state = f"pruned at epoch {trial.last_step}"  # the value shown is the one it had there
-        self.trial_done(trial.number, state, value, seconds, finished_count(study),
-                        failure=trial.user_attrs.get("failure_reason"))
+
+def trial_done_args(study, trial) -> dict:
+    """SearchProgress.trial_done's arguments for a finished Optuna trial."""
+    from bench.backends.optuna import finished_count
+
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    value = trial.values[0] if trial.values else None
+    state = trial.state.name.lower()
+    if state == "pruned" and trial.last_step is not None:
+        state = f"pruned at epoch {trial.last_step}"  # the value shown is the one it had there
+    return {"number": trial.number, "state": state, "value": value, "seconds": seconds, "done": finished_count(study),
+            "failure": trial.user_attrs.get("failure_reason")}

@@ -95,6 +95,9 @@ class SearchSpace(BaseModel):
     # a categorical param whose values give learning curves that are not comparable (mlp's variant, the one-cycle
     # schedule's warm-up in transfer): the pruner compares a trial only with trials of the same value
     prune_within: str | None = None
+    # how this space is best searched when the command line does not say (Optuna backend): e.g. motpe + pareto-asha
+    sampler: str | None = None
+    pruner: str | None = None
     source: str = Field(default="<memory>", exclude=True)
 
     # --- loading ---

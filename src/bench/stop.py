@@ -21,6 +21,10 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    return _requested.is_set()
+
+
 @contextmanager
 def on_ctrl_c(message: str = "stopping after this epoch (Ctrl-C again to stop at once)"):
     """While inside, the first SIGINT is a stop request; the handler before is restored on the way out."""

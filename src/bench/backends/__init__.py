@@ -43,6 +43,8 @@ class SearchConfig:
     address: str | None = None  # Ray: a cluster to join (auto, HOST:PORT); none starts a local one
     cpus_per_trial: int = 1  # Ray
     resume: bool = False  # Ray: restore an interrupted experiment
+    trial_timeout: float | None = None  # seconds: a trial running longer has its worker process killed, and fails
+    recycle: int = 20  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""
@@ -94,9 +96,13 @@ FAILURE_LOG = "failures.log"  # in the study's run folder
 
 def log_failure(path: Path, trial_number: int, params: dict[str, Any]) -> None:
     """Append the traceback being handled: the console shows a failed trial in one line, and this keeps the rest."""
+    log_failure_reason(path, trial_number, f"params {json.dumps(params, default=str)}\n{traceback.format_exc()}")
+
+
+def log_failure_reason(path: Path, trial_number: int, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as log:  # several workers may append; each writes one block
-        log.write(f"--- trial {trial_number}, {now()}, params {json.dumps(params, default=str)}\n{traceback.format_exc()}\n")
+        log.write(f"--- trial {trial_number}, {now()}, {text}\n")
 
 
 def get_backend(name: str):

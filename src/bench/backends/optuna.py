@@ -7,25 +7,30 @@ processes on the same study; TensorFlow does not share one process well between 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import socket
+import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import optuna
 
 from bench import stop
-from bench.backends import FAILURE_LOG, SearchConfig, execute_trial
+from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
+from bench.backends.processes import WorkerEvents, supervise
+from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
 from bench.space import SearchSpace
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "motpe")
+MULTI_OBJECTIVE = ("nsga2", "motpe")  # maximise validation accuracy, minimise parameters
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
-GROUPED_PRUNERS = ("asha", "median")  # the pruners that honour a space's prune_within
+GROUPED_PRUNERS = ("asha", "median", "pareto-asha")  # the pruners that honour a space's prune_within
 PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -62,6 +67,8 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "motpe":  # TPE on two objectives: models are sampled near the whole front, small ones on purpose
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     raise ValueError(f"unknown sampler '{name}'; one of {SAMPLERS}")
 
 
@@ -139,18 +146,69 @@ def _stale_trial_handler(config: SearchConfig):
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        Leaderboard(config.db_url).append(TrialRecord(
-            study=config.study, objective=config.objective, backend="optuna", trial_number=trial.number,
-            params=trial.params, status="failed", seed=config.seed + trial.number, started_at=trial.datetime_start,
-            finished_at=now(), failure_reason="its worker stopped sending heartbeats (killed?); retried as a new trial",
-        ))
+        _store_failed_row(config, trial, "its worker stopped sending heartbeats (killed?); retried as a new trial")
         retry(study, trial)
 
     return handle
 
 
+def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung)."""
+    Leaderboard(config.db_url).append(TrialRecord(
+        study=config.study, objective=config.objective, backend="optuna", trial_number=trial.number,
+        params=trial.params, status="failed", seed=config.seed + trial.number, started_at=trial.datetime_start,
+        finished_at=now(), failure_reason=reason,
+    ))
+
+
+def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reason: str, retry: bool = False) -> None:
+    """Store a trial whose worker process died or hung under it: failed, with the reason, in Optuna and the leaderboard.
+
+    retry: the trial was cut short by no fault of its own (the search was killed): it does not count toward --trials
+    and its params are queued to run again."""
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state != optuna.trial.TrialState.RUNNING:
+        return  # it was stored after all
+    study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+    if retry:
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+    study.tell(number, state=optuna.trial.TrialState.FAIL)
+    _store_failed_row(config, trial, reason)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphans(config: SearchConfig, study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a search on this machine that was killed (kill -9, OOM, power loss): their process is
+    gone, and without a heartbeat (journal storage) nothing else would ever end them. Each is failed with the reason
+    and run again; returns their numbers."""
+    host = socket.gethostname()
+    orphans = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("worker", ""))
+        if not owner.startswith(host + ":") or _alive(int(owner.rsplit(":", 1)[1])):
+            continue
+        fail_lost_trial(config, study, trial.number, "its search process ended while it ran (killed?); run again",
+                        retry=True)
+        orphans.append(trial.number)
+    return orphans
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def multi_objective(config: SearchConfig) -> bool:
-    return config.sampler == "nsga2"
+    return config.sampler in MULTI_OBJECTIVE
 
 
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
@@ -190,10 +248,8 @@ def join(config: SearchConfig, progress=None) -> optuna.Study:
         settings["trials"] = config.trials
     joined = replace(config, objective=attrs["objective"], **settings)
     space = SearchSpace.from_dict(attrs["space"], source=f"study {config.study}")
-    with progress or nullcontext():
-        if progress:
-            progress.begin(study_done=finished_count(study), total=joined.trials, best=best_value(study))
-        _optimize(joined, space, progress)
+    fail_orphans(joined, study)
+    _supervise(joined, space, study, progress)
     return study
 
 
@@ -220,13 +276,14 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
     multi = multi_objective(config)
 
     def run(trial: optuna.Trial):
+        trial.set_user_attr("worker", _owner())  # so a resumed search can tell a trial whose process was killed
         params = space.to_optuna(trial)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if "val_accuracy" not in metrics:
                 return False
             if config.pruner == "pareto-asha":
-                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params)
+                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within)
             if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
@@ -268,28 +325,34 @@ class StopWhenAllFail:
             study.stop()
 
 
-def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: int) -> bool:
-    """Asynchronous successive halving whose promotion rule is non-dominated sorting on (val accuracy, -params)."""
+def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: int, within: str | None = None) -> bool:
+    """Asynchronous successive halving whose promotion rule is non-dominated sorting on (val accuracy, -params);
+    within: compare only with trials that have the same value of this param (a space's prune_within)."""
     if epoch not in PARETO_RUNGS:
         return False
     key = f"rung_{epoch}"
     trial.set_user_attr(key, [accuracy, n_params])
-    at_rung = [t for t in trial.study.get_trials(deepcopy=False) if key in t.user_attrs and t.number != trial.number]
+    group = trial.params.get(within) if within else None
+    at_rung = [t for t in trial.study.get_trials(deepcopy=False) if key in t.user_attrs and t.number != trial.number
+               and (group is None or t.params.get(within) == group)]
     points = [tuple(t.user_attrs[key]) for t in at_rung] + [(accuracy, n_params)]
     return not pareto_promotable(len(points) - 1, points, reduction_factor=3)
 
 
 def default_pruner(sampler: str) -> str:
-    return "pareto-asha" if sampler == "nsga2" else PRUNERS[0]
+    return "pareto-asha" if sampler in MULTI_OBJECTIVE else PRUNERS[0]
 
 
-def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
-    """One worker: run trials on the shared study until it holds config.trials finished trials."""
+def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trials: int | None = None) -> None:
+    """One worker: run trials on the shared study until it holds config.trials finished trials (or, with max_trials,
+    until it has run that many)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, space)
     board = Leaderboard(config.db_url)
     objective = get_objective(config.objective)
     remaining = config.trials - finished_count(study)
+    if max_trials is not None:
+        remaining = min(remaining, max_trials)
     if remaining <= 0:
         return
     all_fail = StopWhenAllFail()
@@ -303,34 +366,50 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None) -> None:
                          f"would hit: {all_fail.reason} (tracebacks: {config.results_dir / config.study / FAILURE_LOG})")
 
 
-def _worker_main(config: SearchConfig, space_dict: dict[str, Any]) -> None:
+def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | None, slot: int, queue) -> None:
+    """A worker process (bench.backends.processes): up to config.recycle trials, then it exits and another takes over."""
+    events = WorkerEvents(queue, slot)
+    if deadline is not None:  # --timeout counts from the search's start, not from this worker's
+        config = replace(config, timeout=max(1.0, deadline - time.time()))
     with stop.on_ctrl_c(message=""):  # the terminal's Ctrl-C reaches every worker of the process group
         try:
-            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"))
+            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle)
         except KeyboardInterrupt:
-            pass  # its finished trials are stored; the main process reports
+            pass  # its finished trials are stored; the supervisor reports
+        except (DataError, ValueError) as e:  # every trial would hit it: the search stops
+            events.fatal(str(e))
+
+
+def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, progress=None) -> None:
+    """Run the study's trials in `config.jobs` recycled worker processes until it holds config.trials finished ones."""
+    deadline = time.time() + config.timeout if config.timeout else None
+    if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
+        os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
+
+    def more() -> bool:
+        return finished_count(study) < config.trials and (deadline is None or time.time() < deadline)
+
+    def lost(number: int, reason: str) -> None:
+        fail_lost_trial(config, study, number, reason)
+        log_failure_reason(config.results_dir / config.study / FAILURE_LOG, number, reason)
+        if progress:
+            progress.trial_done(number, "failed", None, 0.0, finished_count(study), failure=reason)
+
+    with progress or nullcontext():
+        if progress:
+            progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
+        if more():
+            supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
+                      trial_timeout=config.trial_timeout)
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:
     """Run (or resume) the study until it has config.trials finished trials; returns the study."""
     if multi_objective(config) and config.pruner not in ("none", "pareto-asha"):
-        raise ValueError(f"--sampler nsga2 is multi-objective: use --pruner pareto-asha or none, not {config.pruner}")
+        raise ValueError(f"--sampler {config.sampler} is multi-objective: use --pruner pareto-asha or none, not {config.pruner}")
     if config.pruner == "pareto-asha" and not multi_objective(config):
-        raise ValueError("--pruner pareto-asha ranks trials on (accuracy, params): use it with --sampler nsga2")
+        raise ValueError("--pruner pareto-asha ranks trials on (accuracy, params): use it with --sampler nsga2 or motpe")
     study = open_study(config, space)  # created once here, so workers only load it
-    if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
-        os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
-    spawn = mp.get_context("spawn")
-    space_dict = space.model_dump()
-    workers = [spawn.Process(target=_worker_main, args=(config, space_dict), daemon=False) for _ in range(config.jobs - 1)]
-    for w in workers:
-        w.start()
-    try:
-        with progress or nullcontext():
-            if progress:
-                progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
-            _optimize(config, space, progress)
-    finally:
-        for w in workers:
-            w.join()
+    fail_orphans(config, study)
+    _supervise(config, space, study, progress)
     return study
