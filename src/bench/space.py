@@ -112,6 +112,9 @@ class SearchSpace(BaseModel):
                 spec = {"type": "fixed", "value": spec}
             if "type" not in spec:
                 raise SpaceError(f"{source}: param '{name}': missing 'type' (float, int, categorical or fixed)")
+            if not isinstance(spec["type"], str):
+                raise SpaceError(f"{source}: param '{name}': type must be one word (float, int, categorical or fixed), "
+                                 f"got {spec['type']!r}")
             kind = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam, "fixed": FixedParam}.get(spec["type"])
             if kind is None:
                 raise SpaceError(f"{source}: param '{name}': unknown type {spec['type']!r} (float, int, categorical or fixed)")
@@ -144,6 +147,12 @@ class SearchSpace(BaseModel):
             raw = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise SpaceError(f"{path}: no such space file") from None
+        except IsADirectoryError:
+            raise SpaceError(f"{path}: is a folder, not a space file") from None
+        except UnicodeDecodeError as e:
+            raise SpaceError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8") from None
+        except OSError as e:
+            raise SpaceError(f"{path}: cannot read ({e.strerror})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -15,6 +15,7 @@ from bench import stop
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
+from bench.safe import study_name
 
 BACKENDS = {"optuna": "bench.backends.optuna", "ray": "bench.backends.ray", "kerastuner": "bench.backends.kerastuner"}
 
@@ -43,6 +44,9 @@ class SearchConfig:
     address: str | None = None  # Ray: a cluster to join (auto, HOST:PORT); none starts a local one
     cpus_per_trial: int = 1  # Ray
     resume: bool = False  # Ray: restore an interrupted experiment
+
+    def __post_init__(self):
+        study_name(self.study)  # it becomes a folder under results_dir: checked wherever a search is set up
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""
