@@ -155,7 +155,7 @@ def search(
         root = resolve_root(data)
         if sampler == "grid":
             the_space.grid()
-        name = _study_name(study or Path(space or objective).stem)
+        name = _study_name(study if study is not None else Path(space or objective).stem)
         _check_data(root, test_fraction, val_fraction, seed)
     except (SpaceError, DataError, KeyError) as e:
         fail(str(e).strip("'\""))

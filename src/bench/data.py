@@ -219,6 +219,8 @@ def decode(path: Path, size: int, color: bool = True) -> np.ndarray:
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, DataError):
             raise
+        if isinstance(e, Image.DecompressionBombError):  # PIL refuses past twice its own limit before we can look
+            raise DataError(f"{display_name(str(path))}: over bench's limit of {MAX_PIXELS:,} pixels ({e})") from e
         raise DataError(f"{display_name(str(path))}: cannot decode image ({type(e).__name__}: {e})") from e
     return arr if color else arr[..., None]
 
