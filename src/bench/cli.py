@@ -171,6 +171,7 @@ def search(
     config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
     err.print(f"study [bold]{escape(name)}[/]: {objective} on {escape(str(root))} | {backend}/{sampler}, pruner {pruner}, "
               f"{trials} trials, {jobs} job(s) | results in {escape(str(results))}/", highlight=False)
+    _note_resume(backend, resume, results / name)
     start = time.perf_counter()
     interrupted = False
     try:
@@ -193,6 +194,12 @@ def search(
               f"{counts['pruned']} pruned, {counts['failed']} failed{tracebacks}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _note_resume(backend: str, resume: bool, run_dir: Path) -> None:
+    if backend == "ray" and resume:
+        _say(err, f"note: --resume unpickles Ray's saved experiment under {run_dir}/ray/ (tuner.pkl): "
+                  "resume only from a results folder you trust")
 
 
 def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:

@@ -107,7 +107,9 @@ def _error_text(trial) -> str:
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None):
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if config.address:  # a cluster started by hand (`ray start`) decides its own auth
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # a local Ray keeps Ray's default, token auth: its ports listen on every interface, not on loopback only
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
