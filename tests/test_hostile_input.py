@@ -331,3 +331,17 @@ def test_a_run_never_shows_or_writes_the_database_password(tmp_path, tiny_mit8, 
     assert written and not [p for p in written if secret.encode() in p.read_bytes()]
     rows = Leaderboard(postgres_url).query(study="secret")
     assert rows and secret not in repr(rows)
+
+
+# --- Ray: a local Ray keeps token auth (its ports listen on every interface); --resume says it unpickles ---
+
+def test_local_ray_runs_with_token_auth_and_resume_says_it_unpickles(tmp_path, tiny_mit8):
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"HOME": str(tmp_path / "home")}
+    run = subprocess.run([sys.executable, "-m", "bench.cli", "search", "tinynet", "--backend", "ray", "--pruner", "none",
+                          "--space", str(_space(tmp_path)), "--trials", "1", "--resume", "--data", str(tiny_mit8),
+                          "--results", str(tmp_path / "r")], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--resume unpickles Ray's saved experiment" in " ".join(run.stderr.split())
+    assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # Ray made a token: the local cluster asked for one
+    assert Leaderboard(db_url(None, tmp_path / "r")).query(status="complete")

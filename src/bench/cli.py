@@ -160,7 +160,7 @@ def search(
     except (SpaceError, DataError, KeyError) as e:
         fail(str(e).strip("'\""))
     if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
-        err.print(f"[yellow]note: the space's prune_within: {the_space.prune_within} applies to Optuna's asha and median "
+        err.print(f"[yellow]note: the space's prune_within: {escape(the_space.prune_within)} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
     config = SearchConfig(
         objective=objective, study=name, trials=trials, db_url=_leaderboard_url(db, storage, results), results_dir=results, seed=seed,
@@ -249,6 +249,10 @@ def _stoppable(interrupted: str):
         raise typer.Exit(130)
     except (DataError, ValueError) as e:
         fail(str(e))
+    except Exception as e:  # a database that cannot be reached: one line, not a traceback of SQLAlchemy's
+        if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
+            fail(f"cannot use the database: {e.orig}".strip())
+        raise
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -374,8 +378,8 @@ def spaces_show(name: str) -> None:
         s = load_space(name)
     except SpaceError as e:
         fail(str(e))
-    out.print(f"# {s.source}", highlight=False)
-    out.print(s.to_yaml(), highlight=False)
+    _say(out, f"# {s.source}")
+    _say(out, s.to_yaml())
 
 
 @app.command("lr-find")
