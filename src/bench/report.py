@@ -358,7 +358,9 @@ def activation_figures(record: dict[str, Any]):
 
 
 def _inside(root: str, relative: str) -> bool:
-    return (Path(root) / relative).resolve().is_relative_to(Path(root).resolve())
+    """Whether root/relative names a file under root, by its name: symlinks inside a data root are the user's own."""
+    base = os.path.normpath(os.path.abspath(root))
+    return os.path.normpath(os.path.join(base, relative)).startswith(base + os.sep)
 
 
 def _decode_images(folder_root: str, paths: list[str], size: int, color: bool) -> np.ndarray:
