@@ -160,6 +160,7 @@ NAMES = [
     ("tab\there", "control character"),
     ("bell\x07", "control character"),
     ("x" * 101, "at most 100"),
+    (os.fsdecode(b"caf\xe9"), "not valid UTF-8"),
     ("", "empty"),
 ]
 COMMANDS = [

@@ -434,7 +434,7 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
     outside = [p for p in paths if root and not _inside(root, p)]
     if outside:  # a results folder from elsewhere may name any file; only images under the data root are opened
         page.text(f"not used: predictions.npz names {len(outside)} images outside the data root, e.g. "
-                  f"<code>{html.escape(outside[0])}</code>")
+                  f"<code>{html.escape(outside[0].encode('utf-8', 'backslashreplace').decode())}</code>")
         paths = []
     if model is None:
         page.text("not available: no saved model for this trial (only the top-k trials keep theirs, or use --keep-models)")

@@ -21,6 +21,8 @@ def study_name(name: str) -> str:
         raise ValueError(f"study name {name!r} starts with '.'; it would be a hidden or parent folder")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise ValueError(f"study name {name!r} holds a control character")
+    if any(unicodedata.category(c) == "Cs" for c in name):  # bytes of the command line that were not UTF-8
+        raise ValueError(f"study name {name!r} is not valid UTF-8")
     return name
 
 
