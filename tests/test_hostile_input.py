@@ -346,3 +346,19 @@ def test_local_ray_runs_with_token_auth_and_resume_says_it_unpickles(tmp_path, t
     assert "--resume unpickles Ray's saved experiment" in " ".join(run.stderr.split())
     assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # Ray made a token: the local cluster asked for one
     assert Leaderboard(db_url(None, tmp_path / "r")).query(status="complete")
+
+
+def test_ray_keeps_the_database_password_out_of_its_pickles(tmp_path, tiny_mit8, postgres_url):
+    pytest.importorskip("ray")
+    secret = "hunter3-s3cret"
+    url = postgres_url.replace("bench@", f"bench:{secret}@")
+    results = tmp_path / "r"
+    run = subprocess.run([sys.executable, "-m", "bench.cli", "search", "tinynet", "--backend", "ray", "--pruner", "none",
+                          "--space", str(_space(tmp_path)), "--trials", "1", "--study", "raysecret", "--db", url,
+                          "--data", str(tiny_mit8), "--results", str(results)],
+                         env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert secret not in run.stdout + run.stderr
+    pickles = list(results.rglob("*.pkl"))
+    assert pickles and not [p for p in results.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert Leaderboard(postgres_url).query(study="raysecret", status="complete")  # the driver still wrote its row
