@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -336,15 +337,39 @@ def test_a_run_never_shows_or_writes_the_database_password(tmp_path, tiny_mit8, 
 
 # --- Ray: a local Ray keeps token auth (its ports listen on every interface); --resume says it unpickles ---
 
-def test_local_ray_runs_with_token_auth_and_resume_says_it_unpickles(tmp_path, tiny_mit8):
+def _listening(pid: int) -> set[str]:
+    """The addresses that a process and its children listen on, as psutil sees them."""
+    import psutil
+
+    found = set()
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return found
+    for proc in procs:
+        try:
+            found |= {c.laddr.ip for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_local_ray_listens_only_on_loopback_or_asks_for_a_token(tmp_path, tiny_mit8):
     pytest.importorskip("ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"HOME": str(tmp_path / "home")}
-    run = subprocess.run([sys.executable, "-m", "bench.cli", "search", "tinynet", "--backend", "ray", "--pruner", "none",
-                          "--space", str(_space(tmp_path)), "--trials", "1", "--resume", "--data", str(tiny_mit8),
-                          "--results", str(tmp_path / "r")], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "--resume unpickles Ray's saved experiment" in " ".join(run.stderr.split())
-    assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # Ray made a token: the local cluster asked for one
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "search", "tinynet", "--backend", "ray", "--pruner", "none",
+                             "--space", str(_space(tmp_path)), "--trials", "1", "--resume", "--data", str(tiny_mit8),
+                             "--results", str(tmp_path / "r")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    addresses = set()
+    while proc.poll() is None:  # Ray's processes are the search's children while it runs
+        addresses |= _listening(proc.pid)
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "--resume unpickles Ray's saved experiment" in " ".join(stderr.split())
+    assert addresses, "no listening socket seen: the check saw nothing"
+    if not addresses <= {"127.0.0.1", "::1"}:  # Ray 2.60 listens on "::" (every interface) whatever it is told
+        assert (tmp_path / "home" / ".ray" / "auth_token").is_file(), addresses  # then Ray's token auth guards it
     assert Leaderboard(db_url(None, tmp_path / "r")).query(status="complete")
 
 
