@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -82,6 +83,8 @@ IMAGES = [
     ("name not UTF-8", b"caf\xe9.png", lambda p: Image.new("RGB", (9, 9), (10, 200, 30)).save(p, "PNG"), "loads",
      lambda x: _pixel(x, 4, 4) == (10, 200, 30)),
     ("16-bit gray PNG", b"gray16.png", _gray16, "loads", lambda x: _pixel(x, 4, 4) == (156, 156, 156)),
+    ("32-bit gray TIFF of 8-bit values", b"gray32.tif", lambda p: Image.fromarray(np.full((9, 9), 200, np.int32)).save(p),
+     "loads", lambda x: _pixel(x, 4, 4) == (200, 200, 200)),
     ("EXIF-rotated JPEG", b"phone.jpg", lambda p: _half_dark(p, quality=95), "loads",
      lambda x: x[0, 4].max() < 40 and x[7, 4].min() > 215),  # turned: the dark half is on top
     ("CMYK JPEG", b"cmyk.jpg", lambda p: Image.new("CMYK", (9, 9), (0, 255, 255, 0)).save(p, quality=95), "loads",
@@ -219,6 +222,28 @@ CELLS = [
     (0.25, 0.25, "0.25"),
     ("a|b\nc", "a|b\nc", "a\\|b<br>c"),
 ]
+
+
+HOLDOUTS = [
+    # (images of each class, fraction, the message, or None when the hold-out can be made)
+    ([4] * 15, 0.15, "the 15 % validation hold-out (9 images) cannot hold one image of each of 15 classes: use --val-fraction 0.25"),
+    ([4] * 15, 0.25, None),
+    ([10] * 3, 0.05, "the 5 % validation hold-out (2 images) cannot hold one image of each of 3 classes: use --val-fraction 0.10"),
+    ([1] * 3, 0.5, "cannot hold one image of each of 3 classes: add more images"),
+    ([2] * 3, 0.9, "leaves 0 images to train on, fewer than the 3 classes"),
+    ([1, 9, 9], 0.3, "class 0 has 1 training image"),
+]
+
+
+@pytest.mark.parametrize("counts,fraction,message", HOLDOUTS)
+def test_validation_holdout_check(counts, fraction, message):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    if message is None:
+        fit, val = bdata.holdout_indices(labels, fraction, seed=0)
+        assert set(labels[val]) == set(labels[fit]) == set(range(len(counts)))
+    else:
+        with pytest.raises(bdata.DataError, match=re.escape(message)):
+            bdata.holdout_indices(labels, fraction, seed=0)
 
 
 @pytest.mark.parametrize("value,as_csv,as_md", CELLS)

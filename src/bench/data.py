@@ -209,7 +209,9 @@ def decode(path: Path, size: int, color: bool = True) -> np.ndarray:
                                 "(a decompression bomb, or a photo to shrink first)")
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit gray: PIL's convert would clip it to white
-                im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8), "L")
+                gray = np.asarray(im, dtype=np.float64)
+                gray = gray / 257 if gray.max() > 255 else gray  # 65535 -> 255; an "I" image of 8-bit values stays
+                im = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
             if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "LA", "RGBa", "La"):
                 im = im.convert("RGBA")
             if im.mode == "RGBA":
@@ -309,7 +311,7 @@ def check_holdout(labels: np.ndarray, fraction: float, classes: tuple[str, ...] 
     k = int((counts > 0).sum())
     n_val = math.ceil(fraction * n)  # as train_test_split counts a fractional test_size
     if n_val < k:
-        need = math.ceil(k / n * 20) / 20  # the next 0.05 step that holds k images
+        need = math.ceil(k / n * 20 - 1e-9) / 20  # the next 0.05 step that holds k images
         fix = f"use --val-fraction {need:.2f} or more, or more images" if need < 1 else "add more images"
         raise DataError(f"the {fraction * 100:g} % validation hold-out ({n_val} images) cannot hold one image of each of "
                         f"{k} classes: {fix}")
