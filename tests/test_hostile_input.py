@@ -285,7 +285,18 @@ def test_report_escapes_hostile_study_and_class_names(tmp_path):
             assert tag not in text, (page.name, tag)
     trial_text = pages[0].read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in trial_text and "&lt;b onmouseover" in trial_text
-    assert "outside the data root" in trial_text  # test_paths from the folder are not followed out of --data
+    assert "files that are not images under the data root" in trial_text  # test_paths from the folder are not followed out of --data
+
+
+ARTIFACT_PATHS = [("train/a/x.jpg", True), ("a/b.PNG", True), ("../x.jpg", False), ("/etc/x.jpg", False),
+                  ("train/a/../../../x.png", False), ("train/a/notes.txt", False), ("../../etc/passwd", False)]
+
+
+@pytest.mark.parametrize("relative,opened", ARTIFACT_PATHS)
+def test_report_opens_only_images_under_the_data_root(tmp_path, relative, opened):
+    from bench.report import _inside
+
+    assert _inside(str(tmp_path / "data"), relative) is opened
 
 
 # --- spaces and flags ---

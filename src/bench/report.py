@@ -358,9 +358,13 @@ def activation_figures(record: dict[str, Any]):
 
 
 def _inside(root: str, relative: str) -> bool:
-    """Whether root/relative names a file under root, by its name: symlinks inside a data root are the user's own."""
+    """Whether root/relative names an image file under root, by its name (symlinks inside a data root are the user's
+    own): a results folder from elsewhere can point neither out of the root nor at a file that is not an image."""
+    from bench.data import IMAGE_SUFFIXES
+
     base = os.path.normpath(os.path.abspath(root))
-    return os.path.normpath(os.path.join(base, relative)).startswith(base + os.sep)
+    return (os.path.normpath(os.path.join(base, relative)).startswith(base + os.sep)
+            and Path(relative).suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _decode_images(folder_root: str, paths: list[str], size: int, color: bool) -> np.ndarray:
@@ -433,7 +437,7 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
     paths = [str(p) for p in pred_file["test_paths"]] if pred_file is not None else []
     outside = [p for p in paths if root and not _inside(root, p)]
     if outside:  # a results folder from elsewhere may name any file; only images under the data root are opened
-        page.text(f"not used: predictions.npz names {len(outside)} images outside the data root, e.g. "
+        page.text(f"not used: predictions.npz names {len(outside)} files that are not images under the data root, e.g. "
                   f"<code>{html.escape(outside[0].encode('utf-8', 'backslashreplace').decode())}</code>")
         paths = []
     if model is None:
