@@ -423,3 +423,14 @@ def test_ray_keeps_the_database_password_out_of_its_pickles(tmp_path, tiny_mit8,
     pickles = list(results.rglob("*.pkl"))
     assert pickles and not [p for p in results.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert Leaderboard(postgres_url).query(study="raysecret", status="complete")  # the driver still wrote its row
+
+
+UNREACHABLE = "postgresql+psycopg2://bench:hunter4@127.0.0.1:1/db"  # nothing listens on port 1
+
+
+@pytest.mark.parametrize("command", [["search", "tinynet", "--trials", "1"], ["worker", "--study", "w"]], ids=["search", "worker"])
+def test_a_database_that_cannot_be_reached_is_one_masked_line(tmp_path, tiny_folder, command):
+    run = runner.invoke(app, [*command, "--storage", UNREACHABLE, "--data", str(tiny_folder), "--results", str(tmp_path / "r"),
+                              *(["--space", str(_space(tmp_path)), "--val-fraction", "0.5"] if command[0] == "search" else [])])
+    assert run.exit_code == 2 and "error: cannot use the database: connection to server" in run.output
+    assert "hunter4" not in run.output and "Traceback" not in run.output

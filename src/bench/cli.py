@@ -182,6 +182,9 @@ def search(
         err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
     except (DataError, ValueError) as e:
         fail(str(e))
+    except Exception as e:
+        _database_failure(e)
+        raise
     wall = time.perf_counter() - start
     from bench.leaderboard import Leaderboard
 
@@ -249,10 +252,15 @@ def _stoppable(interrupted: str):
         raise typer.Exit(130)
     except (DataError, ValueError) as e:
         fail(str(e))
-    except Exception as e:  # a database that cannot be reached: one line, not a traceback of SQLAlchemy's
-        if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
-            fail(f"cannot use the database: {e.orig}".strip())
+    except Exception as e:
+        _database_failure(e)
         raise
+
+
+def _database_failure(e: Exception) -> None:
+    """A database that cannot be reached is one line (its password masked), not a traceback of SQLAlchemy's."""
+    if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
+        fail(f"cannot use the database: {e.orig}".strip())
 
 
 def _fmt(value, spec: str = ".3f") -> str:
