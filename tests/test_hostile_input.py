@@ -328,6 +328,14 @@ PARAMS = [("lr=1e-3", {"lr": 0.001}), ("lr=2E+2,n=3", {"lr": 200.0, "n": 3}), ("
           ("lr=0.5", {"lr": 0.5})]
 
 
+def test_space_files_read_exponents_as_floats(tmp_path):
+    from bench.space import load_space
+
+    path = _write(tmp_path / "exp.yaml", b"objective: tinynet\nparams:\n  lr: 1e-3\n  wd: {type: categorical, choices: [1e-4, 5E-4]}\n")
+    space = load_space(str(path))
+    assert space.fixed()["lr"] == 0.001 and space.params["wd"].choices == [0.0001, 0.0005]
+
+
 @pytest.mark.parametrize("text,parsed", PARAMS)
 def test_params_flag_reads_exponents_as_floats(text, parsed):
     assert _parse_assignments(text) == parsed and all(type(parsed[k]) is type(v) for k, v in _parse_assignments(text).items())

@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 import time
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -96,11 +94,10 @@ def _parse_assignments(text: Optional[str]) -> dict[str, Any]:
 
 
 def _scalar(text: str) -> Any:
-    """A YAML scalar, but 1e-3 is a float: YAML 1.1 reads exponents without a dot (1e-3) as strings."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*", value):
-        return float(value)
-    return value
+    """A YAML scalar, read as space files are (1e-3 is a float)."""
+    from bench.space import load_yaml
+
+    return load_yaml(text)
 
 
 @app.command()
