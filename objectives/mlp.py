@@ -344,7 +344,8 @@ class MLP(Objective):
 
 
 def load_model(folder) -> MLPModel:
-    """The model MLP.save_model wrote into folder, ready for MLP().predict_proba."""
+    """The model MLP.save_model wrote into folder, ready for MLP().predict_proba. The head is a joblib pickle, which runs
+    code as it loads: load only from a results folder you trust."""
     import joblib
 
     saved = joblib.load(Path(folder) / HEAD_FILE)

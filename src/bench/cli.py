@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from bench.safe import mask
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter search and benchmarking for image classification.")
@@ -40,8 +42,38 @@ class Format(str, Enum):
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(mask(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _study_name(name: Optional[str]) -> Optional[str]:
+    """Every --study is checked here, before anything is written: it becomes a folder under --results."""
+    from bench.safe import study_name
+
+    if name is None:
+        return None
+    try:
+        return study_name(name)
+    except ValueError as e:
+        fail(f"--study: {e}")
+
+
+def _say(console: Console, text: str) -> None:
+    """A line that holds names or paths from the user's data: printed as it is, never read as rich markup."""
+    console.print(mask(text), markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_data(root: Path, test_fraction: float, val_fraction: float, seed: int) -> None:
+    """Before any trial: say which images are left out and why, and refuse a validation hold-out the data cannot fill."""
+    from bench.data import check_holdout, display_name, scan
+
+    catalog = scan(root, test_fraction, seed)
+    for path, why in catalog.skipped:
+        _say(err, f"skipped {display_name(str(path))}: {why}")
+    if catalog.skipped:
+        total = len(catalog.train.paths) + len(catalog.test.paths) + len(catalog.skipped)
+        _say(err, f"skipped {len(catalog.skipped)} of {total} images that cannot be used (listed above)")
+    check_holdout(catalog.train.labels, val_fraction, catalog.classes)
 
 
 def _board(db: Optional[str], results: Path):
@@ -57,8 +89,15 @@ def _parse_assignments(text: Optional[str]) -> dict[str, Any]:
         if "=" not in item:
             fail(f"--params: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
-        params[key.strip()] = yaml.safe_load(value)
+        params[key.strip()] = _scalar(value)
     return params
+
+
+def _scalar(text: str) -> Any:
+    """A YAML scalar, read as space files are (1e-3 is a float)."""
+    from bench.space import load_yaml
+
+    return load_yaml(text)
 
 
 @app.command()
@@ -106,6 +145,8 @@ def search(
         if the_space.objective != objective:
             fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
         root = resolve_root(data)
+        name = _study_name(study if study is not None else Path(space or objective).stem)
+        _check_data(root, test_fraction, val_fraction, seed)
     except (SpaceError, DataError, KeyError) as e:
         fail(str(e).strip("'\""))
     if sampler is None and pruner is None and backend == "optuna":  # how the space says it is best searched
@@ -122,9 +163,8 @@ def search(
         except SpaceError as e:
             fail(str(e))
     if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
-        err.print(f"[yellow]note: the space's prune_within: {the_space.prune_within} applies to Optuna's asha and median "
+        err.print(f"[yellow]note: the space's prune_within: {escape(the_space.prune_within)} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
-    name = study or Path(space or objective).stem
     config = SearchConfig(
         objective=objective, study=name, trials=trials, db_url=_leaderboard_url(db, storage, results), results_dir=results, seed=seed,
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
@@ -132,8 +172,9 @@ def search(
         address=address, cpus_per_trial=cpus_per_trial, resume=resume, trial_timeout=trial_timeout,
     )
     config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
-    err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
-              f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
+    err.print(f"study [bold]{escape(name)}[/]: {objective} on {escape(str(root))} | {backend}/{sampler}, pruner {pruner}, "
+              f"{trials} trials, {jobs} job(s) | results in {escape(str(results))}/", highlight=False)
+    _note_resume(backend, resume, results / name)
     start = time.perf_counter()
     interrupted = False
     try:
@@ -144,6 +185,9 @@ def search(
         err.print("[yellow]interrupted: every finished trial is kept; re-run the same command to continue.[/]")
     except (DataError, ValueError) as e:
         fail(str(e))
+    except Exception as e:
+        _database_failure(e)
+        raise
     wall = time.perf_counter() - start
     from bench.leaderboard import Leaderboard
 
@@ -156,6 +200,12 @@ def search(
               f"{counts['pruned']} pruned, {counts['failed']} failed{tracebacks}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _note_resume(backend: str, resume: bool, run_dir: Path) -> None:
+    if backend == "ray" and resume:
+        _say(err, f"note: --resume unpickles Ray's saved experiment under {run_dir}/ray/ (tuner.pkl): "
+                  "resume only from a results folder you trust")
 
 
 def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:
@@ -183,13 +233,14 @@ def worker(
     from bench.data import resolve_root
     from bench.progress import SearchProgress
 
+    study = _study_name(study)
     with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
                               results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat,
                               trial_timeout=trial_timeout)
         join(config, progress=SearchProgress(err))
-    err.print(f"worker done: study {study} on {storage}")
+    _say(err, f"worker done: study {study} on {storage}")
 
 
 @contextmanager
@@ -206,6 +257,15 @@ def _stoppable(interrupted: str):
         raise typer.Exit(130)
     except (DataError, ValueError) as e:
         fail(str(e))
+    except Exception as e:
+        _database_failure(e)
+        raise
+
+
+def _database_failure(e: Exception) -> None:
+    """A database that cannot be reached is one line (its password masked), not a traceback of SQLAlchemy's."""
+    if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
+        fail(f"cannot use the database: {e.orig}".strip())
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -224,13 +284,13 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     details = []
     for r in rows:
         detail = r["failure_reason"] or ", ".join(f"{k}={_fmt(v, '.3g') if isinstance(v, float) else v}" for k, v in r["params"].items())
-        details.append(f"[bold]{r['study']} #{r['trial_number']}[/]: {detail}")
+        details.append(f"[bold]{escape(str(r['study']))} #{r['trial_number']}[/]: {escape(mask(detail))}")
         cells = [
-            *([r["study"]] if several else []), str(r["trial_number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["val_balanced_accuracy"]),
+            *([escape(str(r["study"]))] if several else []), str(r["trial_number"]), r["status"], _fmt(r["val_accuracy"]), _fmt(r["val_balanced_accuracy"]),
             _fmt(r["test_accuracy"]), _fmt(r["n_params"], ","), _fmt(r["ratio"], ".2f"), _fmt(r["epochs"], "d"),
             _fmt(r["fit_seconds"], ".1f"),
         ]
-        table.add_row(*cells, *([detail] if wide else []))
+        table.add_row(*cells, *([escape(mask(detail))] if wide else []))
     out.print(table)
     if not wide:
         for line in details:
@@ -250,7 +310,9 @@ def leaderboard(
 ) -> None:
     """Ranked trials from the leaderboard (ranked on validation; test shown beside it)."""
     from bench.leaderboard import SORTS
+    from bench.safe import csv_cell
 
+    study = _study_name(study)
     if sort not in SORTS:
         fail(f"--sort must be one of {', '.join(SORTS)}, got '{sort}'")
     rows = _board(db, results).query(objective=objective, study=study, status=status, sort=sort, top=top or None)
@@ -265,7 +327,7 @@ def leaderboard(
         if rows:
             writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows)
+            writer.writerows({k: csv_cell(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows)
         sys.stdout.write(buf.getvalue())
 
 
@@ -283,6 +345,7 @@ def plot_pareto(
     from bench.pareto import pareto_front
     from bench.plots import chromium, pareto_figure, write_figure
 
+    study = _study_name(study)
     if metric not in ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "test_balanced_accuracy"):
         fail(f"--metric must be an accuracy column, got '{metric}'")
     rows = _board(db, results).query(objective=objective, study=study, status="complete")
@@ -293,7 +356,7 @@ def plot_pareto(
     front = pareto_front(rows, metric)
     _print_rows(front, f"Pareto front: {len(front)} of {len(rows)} complete trials ({metric} vs params)")
     for p in written:
-        out.print(f"wrote {p}")
+        _say(out, f"wrote {p}")
     if png and not chromium():
         err.print("no PNG: chromium not found (Debian: apt-get install chromium)")
 
@@ -313,9 +376,9 @@ def spaces(ctx: typer.Context) -> None:
     for name, path in list_spaces().items():
         try:
             s = load_space(str(path))
-            table.add_row(name, s.objective, str(len(s.params)), s.description.strip()[:100])
+            table.add_row(escape(name), escape(s.objective), str(len(s.params)), escape(s.description.strip()[:100]))
         except SpaceError as e:
-            table.add_row(name, "[red]invalid[/]", "", str(e))
+            table.add_row(escape(name), "[red]invalid[/]", "", escape(str(e)))
     out.print(table)
 
 
@@ -328,8 +391,8 @@ def spaces_show(name: str) -> None:
         s = load_space(name)
     except SpaceError as e:
         fail(str(e))
-    out.print(f"# {s.source}", highlight=False)
-    out.print(s.to_yaml(), highlight=False)
+    _say(out, f"# {s.source}")
+    _say(out, s.to_yaml())
 
 
 @app.command("lr-find")
@@ -368,7 +431,7 @@ def lr_find(
     written = write_figure(fig, results / "plots" / f"lr-find-{objective}.html")
     out.print(f"suggested LR (steepest descent): {found['suggested_lr']:.3g}; loss minimum at {found['min_loss_lr']:.3g}")
     for path in written:
-        out.print(f"wrote {path}")
+        _say(out, f"wrote {path}")
 
 
 @app.command()
@@ -386,6 +449,7 @@ def report(
     """One self-contained HTML page: a trial's curves, confusion, ROC, Grad-CAM, activations; or a study's overview."""
     from bench.report import ReportError, find_row, study_report, trial_report
 
+    study = _study_name(study)
     if split not in ("test", "val"):
         fail(f"--split must be test or val, got '{split}'")
     board = _board(db, results)
@@ -403,7 +467,7 @@ def report(
     except ReportError as e:
         fail(str(e))
     for p in written:
-        out.print(f"wrote {p}", highlight=False)
+        _say(out, f"wrote {p}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     err.print(f"report written in {time.perf_counter() - start:.1f} s ({stages})", highlight=False)
 
@@ -423,10 +487,11 @@ def confirm(
     from bench.data import resolve_root
     from bench.progress import SearchProgress
 
+    study = _study_name(study)
     with _stoppable("interrupted: finished runs are kept; re-run the same command to continue."):
         confirmed = confirm_study(study, top, seeds, seed, results, db, resolve_root(data),
-                                  log=lambda m: err.print(m, highlight=False), progress=lambda: SearchProgress(err))
-    table = Table(title=f"study {study}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
+                                  log=lambda m: _say(err, m), progress=lambda: SearchProgress(err))
+    table = Table(title=f"study {escape(study)}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
                         f"validation accuracy (test shown, never used to rank)", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("rank", "trial", "val mean ± sd", "test mean ± sd", "params", "fit s"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -437,7 +502,7 @@ def confirm(
     for c in confirmed:
         val, test = (" ".join(f"{v:.3f}" for v in values) for values in (c.val, c.test))
         failed = f"; {len(c.failed)} failed: {c.failed[0]}" if c.failed else ""
-        out.print(f"#{c.trial_number}: val {val}; test {test}{failed} (study {c.study})", highlight=False)
+        _say(out, f"#{c.trial_number}: val {val}; test {test}{failed} (study {c.study})")
 
 
 @app.command()
@@ -464,10 +529,10 @@ def reproduce(
         fail(str(e))
     folder = output or results / "reproduce"
     table, written = reproduce_paper(budget, results, root, db, folder, only=[s for s in (only or "").split(",") if s],
-                                     log=lambda m: err.print(m, highlight=False))
-    out.print(table, highlight=False, soft_wrap=True)
+                                     log=lambda m: _say(err, m))
+    _say(out, table)
     for p in written:
-        out.print(f"wrote {p}", highlight=False)
+        _say(out, f"wrote {p}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class SearchProgress:
             shown = f" val_acc={value:.3f}" if value is not None else ""
             line = f"trial {number} {state}{shown} in {seconds:.1f} s ({done}/{self.progress.tasks[0].total})"
             line += f" {best}" * bool(best) + f": {failure}" * bool(failure)
-            self.progress.console.print(line, highlight=False)
+            self.progress.console.print(line, highlight=False, markup=False)  # a failure reason may hold [brackets]
 
     def on_trial_finished(self, study, trial) -> None:
         """Optuna callback: count every finished trial of the study, this worker's and the others'."""

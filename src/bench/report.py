@@ -357,6 +357,16 @@ def activation_figures(record: dict[str, Any]):
     return series, hist
 
 
+def _inside(root: str, relative: str) -> bool:
+    """Whether root/relative names an image file under root, by its name (symlinks inside a data root are the user's
+    own): a results folder from elsewhere can point neither out of the root nor at a file that is not an image."""
+    from bench.data import IMAGE_SUFFIXES
+
+    base = os.path.normpath(os.path.abspath(root))
+    return (os.path.normpath(os.path.join(base, relative)).startswith(base + os.sep)
+            and Path(relative).suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _decode_images(folder_root: str, paths: list[str], size: int, color: bool) -> np.ndarray:
     from bench.data import decode
 
@@ -380,7 +390,7 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
     page.text(f"params: <code>{html.escape(_fmt_params(row['params']))}</code>")
     if row.get("failure_reason"):
         page.text(f"reason: {html.escape(row['failure_reason'])}")
-    page.text(f"artifacts: <code>{folder}</code>" if folder else
+    page.text(f"artifacts: <code>{html.escape(str(folder))}</code>" if folder else
               "no artifacts stored for this trial (run the search with artifacts on: `--keep-top K` or `--keep-models`)")
 
     hist = history_of(row)
@@ -425,6 +435,11 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
     images = None
     root = str(data_root) if data_root else meta.get("data_root", "")
     paths = [str(p) for p in pred_file["test_paths"]] if pred_file is not None else []
+    outside = [p for p in paths if root and not _inside(root, p)]
+    if outside:  # a results folder from elsewhere may name any file; only images under the data root are opened
+        page.text(f"not used: predictions.npz names {len(outside)} files that are not images under the data root, e.g. "
+                  f"<code>{html.escape(outside[0].encode('utf-8', 'backslashreplace').decode())}</code>")
+        paths = []
     if model is None:
         page.text("not available: no saved model for this trial (only the top-k trials keep theirs, or use --keep-models)")
     elif not paths or not root or not Path(root).is_dir():
@@ -448,7 +463,7 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
     record = None
     if folder and (folder / "activations.json").exists():
         record = json.loads((folder / "activations.json").read_text())
-        page.text(f"recorded during training on a fixed batch of {record.get('batch')} validation images, at "
+        page.text(f"recorded during training on a fixed batch of {html.escape(str(record.get('batch')))} validation images, at "
                   "initialisation (epoch 0) and after every epoch")
     elif model is not None and paths and root and Path(root).is_dir():
         from bench.artifacts import activation_stats

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import yaml
 
+from bench.safe import csv_cell, md_cell
+
 BUDGETS = ("quick", "full")
 FIGURES = Path(__file__).with_name("paper_figures.yaml")
 NOT_AVAILABLE = "not available"
@@ -178,9 +180,8 @@ def table_rows(lines: list[Line]) -> list[dict[str, str]]:
 
 
 def markdown(rows: list[dict[str, str]], title: str) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     out = [f"### {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    out += ["| " + " | ".join(esc(r[c]) for c in COLUMNS) + " |" for r in rows]
+    out += ["| " + " | ".join(md_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(out) + "\n"
 
 
@@ -188,7 +189,7 @@ def to_csv(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 

@@ -17,6 +17,7 @@ A param whose condition fails is absent from the sampled dict; the objective's d
 from __future__ import annotations
 
 import math
+import re
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -25,6 +26,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Scalar = Union[bool, int, float, str, None]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as a user means it: PyYAML follows YAML 1.1, which reads 1e-3 (an exponent, no dot) as a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML (no objects built), with 1e-3 a float: for space files and --params values alike."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class SpaceError(ValueError):
@@ -115,6 +129,9 @@ class SearchSpace(BaseModel):
                 spec = {"type": "fixed", "value": spec}
             if "type" not in spec:
                 raise SpaceError(f"{source}: param '{name}': missing 'type' (float, int, categorical or fixed)")
+            if not isinstance(spec["type"], str):
+                raise SpaceError(f"{source}: param '{name}': type must be one word (float, int, categorical or fixed), "
+                                 f"got {spec['type']!r}")
             kind = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam, "fixed": FixedParam}.get(spec["type"])
             if kind is None:
                 raise SpaceError(f"{source}: param '{name}': unknown type {spec['type']!r} (float, int, categorical or fixed)")
@@ -144,9 +161,15 @@ class SearchSpace(BaseModel):
     def from_yaml(cls, path: str | Path) -> "SearchSpace":
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = load_yaml(path.read_text())
         except FileNotFoundError:
             raise SpaceError(f"{path}: no such space file") from None
+        except IsADirectoryError:
+            raise SpaceError(f"{path}: is a folder, not a space file") from None
+        except UnicodeDecodeError as e:
+            raise SpaceError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8") from None
+        except OSError as e:
+            raise SpaceError(f"{path}: cannot read ({e.strerror})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

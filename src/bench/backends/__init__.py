@@ -15,6 +15,7 @@ from bench import stop
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
+from bench.safe import study_name
 
 BACKENDS = {"optuna": "bench.backends.optuna", "ray": "bench.backends.ray", "kerastuner": "bench.backends.kerastuner"}
 
@@ -45,6 +46,9 @@ class SearchConfig:
     resume: bool = False  # Ray: restore an interrupted experiment
     trial_timeout: float | None = None  # seconds: a trial running longer has its worker process killed, and fails
     recycle: int = 20  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
+
+    def __post_init__(self):
+        study_name(self.study)  # it becomes a folder under results_dir: checked wherever a search is set up
 
     def context(self, trial_number: int, report_hook=None, progress=None) -> TrialContext:
         """One trial's context: its own seed, the study's validation split."""

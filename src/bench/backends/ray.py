@@ -2,8 +2,8 @@
 
 Points come from Ray's OptunaSearch, fed by the space's Optuna converter (so conditions work); ASHA stops trials early on
 the per-epoch validation accuracy. The driver writes every trial's leaderboard row as results stream in (complete,
-stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/; token auth is off for
-local clusters. `--resume` restores an interrupted experiment: finished trials are neither lost nor re-run.
+stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/; a local cluster keeps
+Ray's token auth. `--resume` restores an interrupted experiment: finished trials are neither lost nor re-run.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import tempfile
 import zlib
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ray.tune import Callback
 from bench.backends import SearchConfig
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Pruned, Result, TrialFailed, get_objective
+from bench.safe import mask
 from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
@@ -55,6 +57,7 @@ def _trainable(config: SearchConfig, cpus_per_trial: int):
 
 
 _PROGRESS: dict[str, Any] = {}  # the driver's live progress; kept out of what Tune pickles with its callbacks
+_DB_URLS: dict[str, str] = {}  # the driver's leaderboard URL, password included; Tune's pickles hold it masked
 
 
 class StreamToLeaderboard(Callback):
@@ -63,8 +66,8 @@ class StreamToLeaderboard(Callback):
     def __init__(self, config: SearchConfig):
         self.config, self.board = config, None
 
-    def __getstate__(self):  # Tune saves its callbacks with the experiment: keep the database engine out
-        return {"config": self.config, "board": None}
+    def __getstate__(self):  # Tune saves its callbacks with the experiment: keep the database engine and password out
+        return {"config": replace(self.config, db_url=mask(self.config.db_url)), "board": None}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._store(trials.index(trial), trial, trial.last_result or {})
@@ -82,7 +85,7 @@ class StreamToLeaderboard(Callback):
             status, reason = "pruned", f"stopped by ASHA after epoch {last.get('epoch', 0)}"
         else:
             result = Result(**{k: last[k] for k in RESULT_FIELDS})
-        self.board = self.board or Leaderboard(config.db_url)
+        self.board = self.board or Leaderboard(_DB_URLS.get(config.study, config.db_url))
         self.board.append(TrialRecord(
             study=config.study, objective=config.objective, backend="ray", trial_number=number, params=dict(trial.config),
             status=status, seed=config.seed + _trial_seed_offset(trial.trial_id), started_at=now(), finished_at=now(), result=result,
@@ -107,7 +110,9 @@ def _error_text(trial) -> str:
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None):
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if config.address:  # a cluster started by hand (`ray start`) decides its own auth
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # a local Ray keeps Ray's default, token auth: its ports listen on every interface, not on loopback only
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -122,7 +127,10 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
         else:
             ray.init(num_cpus=os.cpu_count(), _temp_dir=_temp_dir(run_dir), include_dashboard=False, log_to_driver=False)
     _PROGRESS[config.study] = progress
-    trainable = tune.with_resources(_trainable(config, config.cpus_per_trial), {"cpu": config.cpus_per_trial})
+    _DB_URLS[config.study] = config.db_url
+    # the workers never write the leaderboard (the driver does), so what Tune pickles of theirs holds no database URL
+    trainable = tune.with_resources(_trainable(replace(config, db_url="", storage=None), config.cpus_per_trial),
+                                    {"cpu": config.cpus_per_trial})
     experiment = storage / config.study
     try:
         if config.resume and tune.Tuner.can_restore(str(experiment)):
