@@ -111,6 +111,8 @@ def search(
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="optuna: a trial running longer has its worker process killed and is stored as failed."),
+    trial_memory: Optional[float] = typer.Option(None, "--trial-memory", min=1, help="optuna: MB of memory a trial's worker process may hold; past it the trial is stopped and stored as failed."),
+    fix: Optional[str] = typer.Option(None, "--fix", help="Fix params of the space for this search, e.g. --fix flip=false,input_size=32 (flips are wrong for digits or text)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://... lets `bench worker` join from other machines). Default: RESULTS/optuna.journal."),
@@ -144,6 +146,8 @@ def search(
         the_space = load_space(space or objective)
         if the_space.objective != objective:
             fail(f"{the_space.source}: space is for objective '{the_space.objective}', not '{objective}'")
+        if fix:
+            the_space = the_space.with_fixed(_parse_assignments(fix))
         root = resolve_root(data)
         name = _study_name(study if study is not None else Path(space or objective).stem)
         _check_data(root, test_fraction, val_fraction, seed)
@@ -170,6 +174,7 @@ def search(
         sampler=sampler, pruner=pruner, timeout=timeout, jobs=jobs, storage=storage, data_root=str(root),
         val_fraction=val_fraction, test_fraction=test_fraction, max_params=max_params, heartbeat=heartbeat,
         address=address, cpus_per_trial=cpus_per_trial, resume=resume, trial_timeout=trial_timeout,
+        trial_memory=trial_memory,
     )
     config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
     err.print(f"study [bold]{escape(name)}[/]: {objective} on {escape(str(root))} | {backend}/{sampler}, pruner {pruner}, "

@@ -179,6 +179,15 @@ class SearchSpace(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
 
+    def with_fixed(self, values: dict[str, Any]) -> "SearchSpace":
+        """This space with some params fixed (`bench search --fix flip=false`): a knob the data forbids, such as
+        horizontal flips of digits or text, is turned off without editing the file. Start points follow."""
+        raw = self.model_dump(mode="json")
+        for name, value in values.items():
+            raw["params"][name] = {"type": "fixed", "value": value}
+        raw["start"] = [{**point, **values} for point in raw.get("start", [])]
+        return SearchSpace.from_dict(raw, source=f"{self.source} with --fix {', '.join(f'{k}={v}' for k, v in values.items())}")
+
     # --- what is active ---
 
     def active(self, name: str, chosen: dict[str, Any]) -> bool:

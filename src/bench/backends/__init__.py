@@ -45,7 +45,8 @@ class SearchConfig:
     cpus_per_trial: int = 1  # Ray
     resume: bool = False  # Ray: restore an interrupted experiment
     trial_timeout: float | None = None  # seconds: a trial running longer has its worker process killed, and fails
-    recycle: int = 20  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
+    trial_memory: float | None = None  # MB: a worker process holding more has its trial failed
+    recycle: int = 10  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
 
     def __post_init__(self):
         study_name(self.study)  # it becomes a folder under results_dir: checked wherever a search is set up

@@ -161,20 +161,21 @@ def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, rea
     ))
 
 
-def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reason: str, retry: bool = False) -> None:
+def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reason: str, retry: bool = False) -> bool:
     """Store a trial whose worker process died or hung under it: failed, with the reason, in Optuna and the leaderboard.
 
     retry: the trial was cut short by no fault of its own (the search was killed): it does not count toward --trials
-    and its params are queued to run again."""
+    and its params are queued to run again. Returns False when the trial had been stored after all."""
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state != optuna.trial.TrialState.RUNNING:
-        return  # it was stored after all
+        return False
     study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
     if retry:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
     study.tell(number, state=optuna.trial.TrialState.FAIL)
     _store_failed_row(config, trial, reason)
+    return True
 
 
 def _owner() -> str:
@@ -390,7 +391,8 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
         return finished_count(study) < config.trials and (deadline is None or time.time() < deadline)
 
     def lost(number: int, reason: str) -> None:
-        fail_lost_trial(config, study, number, reason)
+        if not fail_lost_trial(config, study, number, reason):
+            return  # its worker stored it before it went (a Ctrl-C between epochs)
         log_failure_reason(config.results_dir / config.study / FAILURE_LOG, number, reason)
         if progress:
             progress.trial_done(number, "failed", None, 0.0, finished_count(study), failure=reason)
@@ -400,7 +402,7 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
             progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
         if more():
             supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
-                      trial_timeout=config.trial_timeout)
+                      trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory)
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:

@@ -15,11 +15,14 @@ The backend gives the supervisor two functions: `work(slot, queue)`, the body of
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_module
 import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import psutil
 
 from bench import stop
 
@@ -60,6 +63,22 @@ class _Worker:
     since: float = 0.0  # when that trial started (monotonic)
 
 
+def _overrun(worker: _Worker, trial_timeout: float | None, memory_limit_mb: float | None) -> str | None:
+    """Why a worker's running trial must be stopped now, or None."""
+    if worker.trial is None:
+        return None
+    if trial_timeout and time.monotonic() - worker.since > trial_timeout:
+        return f"exceeded --trial-timeout {trial_timeout:g} s"
+    if memory_limit_mb:
+        try:
+            rss = psutil.Process(worker.process.pid).memory_info().rss / 2**20
+        except psutil.Error:
+            return None
+        if rss > memory_limit_mb:
+            return f"exceeded --trial-memory {memory_limit_mb:g} MB (its worker held {rss:.0f} MB)"
+    return None
+
+
 def exit_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -72,11 +91,13 @@ def exit_reason(exitcode: int | None) -> str:
 
 
 def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None], jobs: int, more: Callable[[], bool],
-              progress=None, trial_timeout: float | None = None, poll: float = 0.2) -> None:
+              progress=None, trial_timeout: float | None = None, memory_limit_mb: float | None = None,
+              poll: float = 0.2) -> None:
     """Keep `jobs` workers running `work(slot, queue)` while `more()` says the study needs more trials.
 
     A worker that dies while running a trial has that trial stored by `lost` with the reason; a trial that runs past
-    `trial_timeout` seconds has its worker killed and is stored the same way. A worker that stops on an error every
+    `trial_timeout` seconds, or whose worker's resident memory passes `memory_limit_mb`, has its worker killed and is
+    stored the same way. A worker that stops on an error every
     trial would hit (`WorkerEvents.fatal`) stops the search: its message is raised here as ValueError once the others
     are done. After Ctrl-C (each worker stops at its next safe point) KeyboardInterrupt is raised here."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: TensorFlow's threads do not survive fork
@@ -111,18 +132,25 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
 
     for slot in range(jobs):
         start(slot)
+    forwarded = False
     try:
         while workers:
             drain(poll)
+            if stop.requested() and not forwarded:  # a Ctrl-C sent to this process alone (kill -INT) reaches them too
+                forwarded = True
+                for worker in workers.values():
+                    if worker.process.is_alive():
+                        os.kill(worker.process.pid, signal.SIGINT)
             for slot, worker in list(workers.items()):
                 if worker.process.is_alive():
-                    if not (trial_timeout and worker.trial is not None and time.monotonic() - worker.since > trial_timeout):
+                    why = _overrun(worker, trial_timeout, memory_limit_mb)
+                    if why is None:
                         continue
-                    worker.process.kill()  # a hung trial: only killing its process frees the core
+                    worker.process.kill()  # a hung or runaway trial: only killing its process frees the core
                     worker.process.join()
                     drain(0.05)
                     if worker.trial is not None:
-                        lost(worker.trial, f"exceeded --trial-timeout {trial_timeout:g} s; its worker was killed")
+                        lost(worker.trial, f"{why}; its worker was killed")
                         worker.trial = None
                 worker.process.join()
                 drain(0.05)  # what it said before it went

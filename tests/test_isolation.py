@@ -1,0 +1,116 @@
+"""A trial can never take its study down: each runs in a worker process that the search supervises.
+
+The family below misbehaves for real (os.abort(), a sleep past --trial-timeout, an allocation past --trial-memory);
+each of those trials is stored as failed with its reason, and the trials around it complete. A search killed with
+SIGKILL mid-trial, then run again, fails that trial with a reason, runs it again, and keeps every finished row.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bench.leaderboard import Leaderboard, db_url
+
+FAMILY = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+    from bench.objective import Objective, Result
+
+    class Unruly(Objective):
+        """Does what its `mode` says: ok returns x as its accuracy; the others misbehave."""
+        name = "unruly"
+        defaults = {"mode": "ok", "x": 0.5}
+
+        def run(self, params, ctx):
+            params = self.resolve(params)
+            mode = params["mode"]
+            if mode == "abort":
+                os.abort()
+            if mode == "hang":
+                time.sleep(3600)
+            if mode == "hog":  # 600 MB, touched, so it is resident
+                hog = bytearray(600 * 2**20)
+                hog[::4096] = b"x" * len(hog[::4096])
+                time.sleep(3600)
+            if mode == "hang_once":  # hangs the first time only: the run after a kill finishes
+                flag = Path(os.environ["UNRULY_FLAG"])
+                if not flag.exists():
+                    flag.write_text("hung once")
+                    time.sleep(3600)
+            return Result(params["x"], 0.1, params["x"], params["x"], params["x"], 0.1, params["x"], params["x"],
+                          n_params=10, fit_seconds=0.0, epochs=1)
+''')
+
+
+def _space(tmp_path: Path, modes: list[str]) -> Path:
+    starts = "\n".join(f"  - {{mode: {m}, x: {0.1 + 0.1 * i:.1f}}}" for i, m in enumerate(modes))
+    path = tmp_path / "unruly.yaml"
+    path.write_text(f"objective: unruly\nparams:\n  mode: {{type: categorical, choices: [ok]}}\n"
+                    f"  x: {{type: float, low: 0.0, high: 1.0}}\nstart:\n{starts}\n")
+    return path
+
+
+def _search(tmp_path: Path, data: Path, modes: list[str], *extra: str, **popen) -> list[str]:
+    family = tmp_path / "unruly.py"
+    family.write_text(FAMILY)
+    return [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
+            "--space", str(_space(tmp_path, modes)), "--study", "unruly", "--trials", str(len(modes)),
+            "--sampler", "random", "--pruner", "none", "--data", str(data), "--results", str(tmp_path / "results"),
+            "--keep-top", "-1", *extra]
+
+
+def _rows(tmp_path: Path) -> dict[int, dict]:
+    rows = Leaderboard(db_url(None, tmp_path / "results")).query(study="unruly")
+    return {r["trial_number"]: r for r in rows}
+
+
+def test_a_crash_a_hang_and_a_memory_hog_fail_their_own_trials_only(tmp_path, tiny_mit8):
+    modes = ["ok", "abort", "ok", "hang", "ok", "hog", "ok"]
+    cmd = _search(tmp_path, tiny_mit8, modes, "--trial-timeout", "8", "--trial-memory", "400")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = _rows(tmp_path)
+    assert [rows[n]["status"] for n in range(len(modes))] == [
+        "complete", "failed", "complete", "failed", "complete", "failed", "complete"]
+    assert "killed by signal 6 (SIGABRT)" in rows[1]["failure_reason"]
+    assert "exceeded --trial-timeout 8 s" in rows[3]["failure_reason"]
+    assert "exceeded --trial-memory 400 MB" in rows[5]["failure_reason"]
+    assert [rows[n]["val_accuracy"] for n in (0, 2, 4, 6)] == pytest.approx([0.1, 0.3, 0.5, 0.7])
+    log = (tmp_path / "results" / "unruly" / "failures.log").read_text()
+    assert "SIGABRT" in log and "--trial-timeout" in log
+    assert "trial 1 failed" in run.stderr and "SIGABRT" in run.stderr
+
+
+def test_kill_9_of_a_search_then_the_same_command_runs_the_cut_trial_again(tmp_path, tiny_mit8):
+    modes = ["ok", "ok", "hang_once", "ok"]
+    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
+    cmd = _search(tmp_path, tiny_mit8, modes)
+    search = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "flag").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "flag").exists(), "the search never reached the trial that hangs"
+    before = _rows(tmp_path)
+    os.killpg(search.pid, signal.SIGKILL)  # the search and its worker, as the OOM killer or a power cut would
+    search.wait()
+    assert sorted(before) == [0, 1] and all(r["status"] == "complete" for r in before.values())
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rows = _rows(tmp_path)
+    assert {n: rows[n]["finished_at"] for n in (0, 1)} == {n: before[n]["finished_at"] for n in (0, 1)}  # untouched
+    assert rows[2]["status"] == "failed" and "ended while it ran" in rows[2]["failure_reason"]
+    retried = [r for n, r in rows.items() if n > 2 and r["params"]["mode"] == "hang_once"]
+    assert len(retried) == 1 and retried[0]["status"] == "complete"
+    assert sum(r["status"] == "complete" for r in rows.values()) == len(modes)  # the cut trial does not count
+    study = optuna.load_study(study_name="unruly", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "optuna.journal"))))
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
