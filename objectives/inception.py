@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from objectives.transfer import Transfer
+from bench.objectives.transfer import Transfer
 
 
 class InceptionV3(Transfer):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.objective import OBJECTIVES, Pruned, Result, TrialContext, TrialFailed, get_objective
-from objectives.tinynet import TinyNet
+from bench.objectives.tinynet import TinyNet
 
 # quick params per family for the contract suite (1 epoch, small inputs)
 QUICK = {
@@ -120,7 +120,7 @@ def test_residual_net_at_128px_does_not_crash_the_process(tiny_mit8):
     params = dict(input_size=128, blocks=6, base_filters=24, growth=1.0, max_filters=64, kernel_size=7, residual=True,
                   batch_norm=False, head="flatten", optimizer="rmsprop", lr=8.8e-4, momentum=0.68, one_cycle=True,
                   batch_size=16, flip=False, shift=0.05, epochs=1)
-    code = ("from bench.objective import TrialContext; from objectives.tinynet import TinyNet; "
+    code = ("from bench.objective import TrialContext; from bench.objectives.tinynet import TinyNet; "
             f"r = TinyNet().run({params!r}, TrialContext(data_root={str(tiny_mit8)!r})); print('epochs', r.epochs)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "epochs 1" in run.stdout, run.stderr[-2000:]

@@ -295,20 +295,27 @@ def spaces(ctx: typer.Context) -> None:
     """List the available search spaces."""
     if ctx.invoked_subcommand:
         return
-    from bench.space import SpaceError, list_spaces, load_space
+    from bench.space import LOCAL_SPACES, SpaceError, hidden_spaces, list_spaces, load_space
 
-    table = Table(title="search spaces (bench spaces show NAME; bench search OBJECTIVE --space NAME)", title_justify="left")
+    local = LOCAL_SPACES.resolve()
+    table = Table(title="search spaces (bench spaces show NAME; bench search OBJECTIVE --space NAME)", title_justify="left",
+                  caption=f"a name is looked up in {LOCAL_SPACES}/ of this folder first, then in bench's own spaces",
+                  caption_justify="left")
     table.add_column("space", no_wrap=True)
     table.add_column("objective", no_wrap=True)
     table.add_column("params", justify="right")
+    table.add_column("from", no_wrap=True)
     table.add_column("description")
     for name, path in list_spaces().items():
+        origin = f"./{LOCAL_SPACES}" if path.resolve().is_relative_to(local) else "bench"
         try:
             s = load_space(str(path))
-            table.add_row(name, s.objective, str(len(s.params)), s.description.strip()[:100])
+            table.add_row(name, s.objective, str(len(s.params)), origin, s.description.strip()[:100])
         except SpaceError as e:
-            table.add_row(name, "[red]invalid[/]", "", str(e))
+            table.add_row(name, "[red]invalid[/]", "", origin, str(e))
     out.print(table)
+    for name in hidden_spaces():
+        out.print(f"./{LOCAL_SPACES}/{name}.yaml hides bench's own space '{name}'", highlight=False)
 
 
 @spaces_app.command("show")

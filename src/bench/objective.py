@@ -20,11 +20,11 @@ from bench import stop
 
 # The one place families are registered: name -> "module:Class", imported only when asked for.
 OBJECTIVES: dict[str, str] = {
-    "tinynet": "objectives.tinynet:TinyNet",
-    "bovw": "objectives.bovw:BoVW",
-    "mlp": "objectives.mlp:MLP",
-    "inception": "objectives.inception:InceptionV3",
-    "transfer": "objectives.transfer:Transfer",
+    "tinynet": "bench.objectives.tinynet:TinyNet",
+    "bovw": "bench.objectives.bovw:BoVW",
+    "mlp": "bench.objectives.mlp:MLP",
+    "inception": "bench.objectives.inception:InceptionV3",
+    "transfer": "bench.objectives.transfer:Transfer",
 }
 
 
