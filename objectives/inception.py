@@ -21,4 +21,6 @@ from bench.objectives.transfer import Transfer
 
 class InceptionV3(Transfer):
     name = "inception"
+    # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
+    quick_params = {"weights": "none", "input_size": 75, "epochs": 1, "batch_size": 16}
     defaults: dict[str, Any] = {**Transfer.defaults, "backbone": "inceptionv3", "input_size": 299}

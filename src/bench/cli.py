@@ -31,6 +31,8 @@ DataOpt = typer.Option(None, "--data", help="Data root (ROOT/train/<class>, ROOT
 TestFractionOpt = typer.Option(0.3, "--test-fraction", help="Test share when the data is one ROOT/<class>/* folder (split here, stratified).")
 ResultsOpt = typer.Option(Path(os.environ.get("BENCH_RESULTS", "results")), "--results", help="Output folder (leaderboard, studies, plots).")
 DbOpt = typer.Option(None, "--db", help="Leaderboard database: a SQLAlchemy URL or a SQLite path. Default: RESULTS/leaderboard.db.")
+ObjectiveFileOpt = typer.Option(None, "--objective-file", metavar="PATH.py:Class",
+                                help="A family of your own: the Objective subclass in this file, under the OBJECTIVE name.")
 
 
 class Format(str, Enum):
@@ -86,17 +88,16 @@ def search(
     db: Optional[str] = DbOpt,
     keep_top: int = typer.Option(5, "--keep-top", help="Keep the models of the K best trials for `bench report` (0: predictions only; -1: no artifacts)."),
     keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
+    objective_file: Optional[str] = ObjectiveFileOpt,
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
     from bench.backends import BACKENDS, FAILURE_LOG, SearchConfig, get_backend
     from bench.data import DataError, resolve_root
-    from bench.objective import OBJECTIVES
     from bench import stop
     from bench.progress import SearchProgress
     from bench.space import SpaceError, load_space
 
-    if objective not in OBJECTIVES:
-        fail(f"unknown objective '{objective}'; available: {', '.join(sorted(OBJECTIVES))}")
+    _known_objective(objective, objective_file)
     if backend not in BACKENDS:
         fail(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     chosen = get_backend(backend)
@@ -152,6 +153,20 @@ def search(
         raise typer.Exit(130)
 
 
+def _known_objective(name: str, objective_file: Optional[str]) -> None:
+    """--objective-file registers the user's class under `name` (for the workers too); then the name must be known."""
+    from bench.registry import names, register_file
+
+    if objective_file:
+        try:
+            register_file(name, objective_file)
+        except Exception as e:  # noqa: BLE001 - the user's file may raise anything while it is imported
+            fail(f"{e}" if isinstance(e, ValueError) else f"--objective-file {objective_file}: {type(e).__name__}: {e}")
+    if name not in names():
+        fail(f"unknown objective '{name}'; available: {', '.join(names())} (a family of your own: "
+             f"--objective-file PATH.py:Class, or an installed 'bench.objectives' entry point)")
+
+
 def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:
     """--db, else the Optuna storage's own database when it is one (workers on many machines share it), else SQLite."""
     from bench.backends.optuna import is_database_url
@@ -169,12 +184,20 @@ def worker(
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
+    objective_file: Optional[str] = typer.Option(None, "--objective-file", metavar="NAME=PATH.py:Class",
+                                                 help="The study's family, when it came from --objective-file."),
 ) -> None:
     """Join a shared Optuna study from this machine: objective, space and settings come from the study."""
     from bench.backends import SearchConfig
     from bench.backends.optuna import join
     from bench.data import resolve_root
     from bench.progress import SearchProgress
+
+    if objective_file:
+        name, _, spec = objective_file.partition("=")
+        if not spec:
+            fail(f"--objective-file for a worker: expected NAME=PATH.py:Class, got '{objective_file}'")
+        _known_objective(name, spec)
 
     with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
@@ -437,6 +460,50 @@ def confirm(
         val, test = (" ".join(f"{v:.3f}" for v in values) for values in (c.val, c.test))
         failed = f"; {len(c.failed)} failed: {c.failed[0]}" if c.failed else ""
         out.print(f"#{c.trial_number}: val {val}; test {test}{failed} (study {c.study})", highlight=False)
+
+
+@app.command()
+def objectives() -> None:
+    """List the model families bench knows: its own, --objective-file ones, installed 'bench.objectives' plugins."""
+    from bench.registry import GROUP, entries
+
+    found, hidden = entries()
+    table = Table(title="model families (bench search NAME; bench check-objective NAME)", title_justify="left",
+                  caption=f"a family of your own: --objective-file PATH.py:Class, or a '{GROUP}' entry point",
+                  caption_justify="left")
+    for col in ("objective", "from", "class"):
+        table.add_column(col, no_wrap=True)
+    for name in sorted(found):
+        table.add_row(name, found[name].origin, found[name].ref)
+    out.print(table)
+    for e in hidden:
+        out.print(f"{e.origin}: entry point '{e.name}' = {e.ref} is hidden by a family of the same name", highlight=False)
+
+
+@app.command("check-objective")
+def check_objective_cmd(
+    objective: str = typer.Argument(..., help="The family to check (a registered name, or the NAME for --objective-file)."),
+    objective_file: Optional[str] = ObjectiveFileOpt,
+    params: Optional[str] = typer.Option(None, "--params", help="Params to train with (key=value,...), instead of the class's quick_params."),
+    data: Optional[Path] = DataOpt,
+) -> None:
+    """Run the family contract (bench.checks) on a few images per class of the data: one line per rule, exit 1 on a broken one."""
+    from bench.checks import SAMPLE_TEST, SAMPLE_TRAIN, check_objective
+    from bench.data import DataError, resolve_root
+
+    _known_objective(objective, objective_file)
+    try:
+        root = resolve_root(data)
+    except DataError as e:
+        fail(str(e))
+    err.print(f"checking {objective} on {SAMPLE_TRAIN} train and {SAMPLE_TEST} test images per class of {root}", highlight=False)
+    marks = {"ok": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]", "n/a": "[yellow]n/a[/]"}
+    show = lambda c: out.print(f"{marks[c.status]:>4}  {c.rule:<13} {c.message}  [dim]({c.seconds:.1f} s)[/]", highlight=False)
+    checks = check_objective(objective, root, _parse_assignments(params) if params else None, on_check=show)
+    failed = [c.rule for c in checks if c.status == "FAIL"]
+    out.print(f"{objective}: {len(checks) - len(failed)} of {len(checks)} rules hold" + (f"; broken: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
