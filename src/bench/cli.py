@@ -498,10 +498,16 @@ def check_objective_cmd(
         fail(str(e))
     err.print(f"checking {objective} on {SAMPLE_TRAIN} train and {SAMPLE_TEST} test images per class of {root}", highlight=False)
     marks = {"ok": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]", "n/a": "[yellow]n/a[/]"}
-    show = lambda c: out.print(f"{marks[c.status]:>4}  {c.rule:<13} {c.message}  [dim]({c.seconds:.1f} s)[/]", highlight=False)
+
+    def show(c) -> None:
+        pad = " " * (4 - len(c.status))  # markup is not printed: pad by the visible word
+        out.print(f"{pad}{marks[c.status]}  {c.rule:<13} {c.message}  [dim]({c.seconds:.1f} s)[/]", highlight=False, soft_wrap=True)
+
     checks = check_objective(objective, root, _parse_assignments(params) if params else None, on_check=show)
     failed = [c.rule for c in checks if c.status == "FAIL"]
-    out.print(f"{objective}: {len(checks) - len(failed)} of {len(checks)} rules hold" + (f"; broken: {', '.join(failed)}" if failed else ""))
+    held, na = sum(c.status == "ok" for c in checks), sum(c.status == "n/a" for c in checks)
+    out.print(f"{objective}: {held} of {len(checks)} rules hold, {na} not applicable"
+              + (f"; broken: {', '.join(failed)}" if failed else ""), highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -93,6 +93,8 @@ def _load_file(path: Path):
     module = sys.modules.get(name)
     if module is not None and getattr(module, "__file__", None) == str(path):
         return module
+    if str(path.parent) not in sys.path:  # as for a script: the file may import modules beside it
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
