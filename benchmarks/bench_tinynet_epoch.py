@@ -14,7 +14,7 @@ import time
 
 from bench import keras_train as kt
 from bench.objective import TrialContext
-from objectives.tinynet import TinyNet
+from bench.objectives.tinynet import TinyNet
 
 PARAMS = dict(input_size=64, blocks=4, base_filters=32, growth=2.0, kernel_size=3, downsample="stride2", batch_norm=True,
               init="he_normal", head="gap", flip=True, optimizer="adam", lr=1e-3, batch_size=32, patience=0)

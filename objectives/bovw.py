@@ -60,6 +60,9 @@ class BoVWModel:
 
 class BoVW(Objective):
     name = "bovw"
+    # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
+    quick_params = {"image_size": 64, "step": 16, "patch_sizes": "8", "k": 16, "levels": 0, "cv_folds": 2,
+                    "svm_kernel": "linear"}
     defaults: dict[str, Any] = {
         # descriptors (cached on disk per these settings)
         "descriptor": "sift",  # sift, daisy, orb, kaze, akaze, brisk (surf: patented, not in the wheels)

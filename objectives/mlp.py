@@ -152,6 +152,8 @@ class _ImageLevelReports:
 
 class MLP(Objective):
     name = "mlp"
+    # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
+    quick_params = {"input_size": 16, "hidden_layers": 1, "units": 32, "epochs": 1, "batch_size": 16}
     defaults: dict[str, Any] = {
         "variant": "end_to_end",
         # the network
@@ -341,6 +343,10 @@ class MLP(Objective):
 
     def set_seed(self, seed: int) -> None:
         kt.seed_everything(seed)
+
+    def load_model(self, folder) -> MLPModel:
+        """What save_model wrote (bench.checks reads it back and compares predictions)."""
+        return load_model(folder)
 
 
 def load_model(folder) -> MLPModel:

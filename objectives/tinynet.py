@@ -26,6 +26,8 @@ def block_filters(blocks: int, base: int, growth: float, cap: int) -> list[int]:
 
 class TinyNet(Objective):
     name = "tinynet"
+    # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
+    quick_params = {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16}
     defaults: dict[str, Any] = {
         "input_size": 64,
         "color": True,

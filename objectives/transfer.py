@@ -81,6 +81,8 @@ def augmentation_layers(params: dict[str, Any]) -> list:
 
 class Transfer(Objective):
     name = "transfer"
+    # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
+    quick_params = {"input_size": 32, "epochs": 1, "batch_size": 16}
     defaults: dict[str, Any] = {
         "backbone": "efficientnet_lite0",
         "weights": "imagenet",

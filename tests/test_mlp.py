@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.objective import TrialContext, TrialFailed, get_objective
-from objectives import mlp
+from bench.objectives import mlp
 
 # tiny and quick: 16 px images, 8 px patches, two small hidden layers, 2 epochs
 QUICK = {"input_size": 16, "hidden_layers": 2, "units": 32, "taper": 0.5, "epochs": 2, "batch_size": 16,

@@ -1,38 +1,27 @@
-"""The objective contract, on a tiny sample of the real images: build -> fit (1 epoch) -> Result."""
-import math
-
+"""The objective contract, on a tiny sample of the real images: every registered family through bench.checks (the rules
+`bench check-objective` runs), then TinyNet's own architecture tests."""
 import numpy as np
 import pytest
 
-from bench.objective import OBJECTIVES, Pruned, Result, TrialContext, TrialFailed, get_objective
-from objectives.tinynet import TinyNet
+from bench.checks import RULES, check_objective
+from bench.objective import Pruned, TrialContext, TrialFailed
+from bench.objectives.tinynet import TinyNet
+from bench.registry import names
 
-# quick params per family for the contract suite (1 epoch, small inputs)
-QUICK = {
-    "tinynet": {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16},
-    "bovw": {"image_size": 64, "step": 16, "patch_sizes": "8", "k": 16, "levels": 0, "cv_folds": 2, "svm_kernel": "linear"},
-    "mlp": {"input_size": 16, "hidden_layers": 1, "units": 32, "epochs": 1, "batch_size": 16},
-    "transfer": {"input_size": 32, "epochs": 1, "batch_size": 16},
-    "inception": {"weights": "none", "input_size": 75, "epochs": 1, "batch_size": 16},
-}
+QUICK_TINYNET = TinyNet.quick_params
 
 
 def ctx_for(root, **kw):
     return TrialContext(seed=kw.pop("seed", 0), data_root=root, val_fraction=0.25, **kw)
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", names())  # a family is tested by being registered: no hand list, no skips
 def test_every_objective_honours_the_contract(name, tiny_mit8):
-    if name not in QUICK:
-        pytest.skip(f"{name} has its own suite")
-    result = get_objective(name).run(QUICK[name], ctx_for(tiny_mit8))
-    assert isinstance(result, Result)
-    for field in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "test_accuracy", "test_balanced_accuracy", "test_macro_f1"):
-        assert 0.0 <= getattr(result, field) <= 1.0
-    assert math.isfinite(result.val_loss) and math.isfinite(result.test_loss)
-    assert result.n_params > 0 and result.epochs >= 1 and result.fit_seconds > 0
-    assert result.ratio == pytest.approx(result.val_accuracy * 1e5 / result.n_params)
-    assert result.extras["classes"][0] == "Opencountry"
+    checks = check_objective(name, tiny_mit8, sample=False)
+    assert [c.rule for c in checks] == [rule for rule, _ in RULES]
+    broken = [f"{c.rule}: {c.message}" for c in checks if c.status == "FAIL"]
+    assert not broken, "\n".join(broken)
+    assert {c.rule for c in checks if c.status == "ok"} >= {"loads", "quick params", "result", "same seed", "max_params", "prune hook"}
 
 
 def _built(params):
@@ -76,32 +65,17 @@ def test_residual_and_separable_blocks_build(extra):
     net.release(model)
 
 
-def test_same_seed_same_metrics(tiny_mit8):
-    params = dict(QUICK["tinynet"], epochs=2)
-    a = TinyNet().run(params, ctx_for(tiny_mit8, seed=7))
-    b = TinyNet().run(params, ctx_for(tiny_mit8, seed=7))
-    assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4) and a.val_accuracy == b.val_accuracy
-    assert a.extras["history"]["loss"] == pytest.approx(b.extras["history"]["loss"], rel=1e-4)
-
-
 def test_nan_loss_fails_the_trial(tiny_mit8):
-    params = dict(QUICK["tinynet"], optimizer="sgd", lr=1e12, momentum=0.9, init="random_normal", batch_norm=False, epochs=3)
+    params = dict(QUICK_TINYNET, optimizer="sgd", lr=1e12, momentum=0.9, init="random_normal", batch_norm=False, epochs=3)
     with pytest.raises(TrialFailed, match="loss became NaN"):
         TinyNet().run(params, ctx_for(tiny_mit8))
-
-
-def test_parameter_budget_skips_before_training(tiny_mit8):
-    ctx = ctx_for(tiny_mit8, max_params=1000)
-    with pytest.raises(TrialFailed, match="exceed --max-params 1,000; skipped before training"):
-        TinyNet().run(QUICK["tinynet"], ctx)
-    assert ctx.curve == []  # not one epoch was trained
 
 
 def test_report_hook_prunes_and_keeps_the_curve(tiny_mit8):
     seen = []
     ctx = ctx_for(tiny_mit8, report_hook=lambda epoch, m: seen.append(m["val_accuracy"]) or epoch >= 1)
     with pytest.raises(Pruned, match="after epoch 2"):
-        TinyNet().run(dict(QUICK["tinynet"], epochs=5), ctx)
+        TinyNet().run(dict(QUICK_TINYNET, epochs=5), ctx)
     assert len(seen) == 2 and [c["epoch"] for c in ctx.curve] == [0, 1]
     assert ctx.n_params > 0
 
@@ -120,7 +94,7 @@ def test_residual_net_at_128px_does_not_crash_the_process(tiny_mit8):
     params = dict(input_size=128, blocks=6, base_filters=24, growth=1.0, max_filters=64, kernel_size=7, residual=True,
                   batch_norm=False, head="flatten", optimizer="rmsprop", lr=8.8e-4, momentum=0.68, one_cycle=True,
                   batch_size=16, flip=False, shift=0.05, epochs=1)
-    code = ("from bench.objective import TrialContext; from objectives.tinynet import TinyNet; "
+    code = ("from bench.objective import TrialContext; from bench.objectives.tinynet import TinyNet; "
             f"r = TinyNet().run({params!r}, TrialContext(data_root={str(tiny_mit8)!r})); print('epochs', r.epochs)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "epochs 1" in run.stdout, run.stderr[-2000:]

@@ -11,8 +11,8 @@ from bench.keras_train import keras
 from bench.objective import TrialContext, TrialFailed
 from bench.transfer import efficientnet_lite as el
 from bench.transfer.features import feature_key
-from objectives.inception import InceptionV3
-from objectives.transfer import Transfer, augmentation_layers
+from bench.objectives.inception import InceptionV3
+from bench.objectives.transfer import Transfer, augmentation_layers
 
 
 def ctx_for(root, **kw):
@@ -244,7 +244,7 @@ def test_inception_trial_on_a_local_weights_file(tiny_mit8, tmp_path):
 def test_inception_imagenet_offline_says_how_to_supply_weights(tmp_path):
     """No network (a closed proxy port stands for it) and no cached file: a clear error naming the file to fetch."""
     code = (
-        "from objectives.inception import InceptionV3\n"
+        "from bench.objectives.inception import InceptionV3\n"
         "o = InceptionV3()\n"
         "try:\n"
         "    o._whole(o.resolve({'input_size': 75}), 8, None)\n"

@@ -33,6 +33,8 @@ DataOpt = typer.Option(None, "--data", help="Data root (ROOT/train/<class>, ROOT
 TestFractionOpt = typer.Option(0.3, "--test-fraction", help="Test share when the data is one ROOT/<class>/* folder (split here, stratified).")
 ResultsOpt = typer.Option(Path(os.environ.get("BENCH_RESULTS", "results")), "--results", help="Output folder (leaderboard, studies, plots).")
 DbOpt = typer.Option(None, "--db", help="Leaderboard database: a SQLAlchemy URL or a SQLite path. Default: RESULTS/leaderboard.db.")
+ObjectiveFileOpt = typer.Option(None, "--objective-file", metavar="PATH.py:Class",
+                                help="A family of your own: the Objective subclass in this file, under the OBJECTIVE name.")
 
 
 class Format(str, Enum):
@@ -128,17 +130,16 @@ def search(
     db: Optional[str] = DbOpt,
     keep_top: int = typer.Option(5, "--keep-top", help="Keep the models of the K best trials for `bench report` (0: predictions only; -1: no artifacts)."),
     keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
+    objective_file: Optional[str] = ObjectiveFileOpt,
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
     from bench.backends import BACKENDS, FAILURE_LOG, SearchConfig, get_backend
     from bench.data import DataError, resolve_root
-    from bench.objective import OBJECTIVES
     from bench import stop
     from bench.progress import SearchProgress
     from bench.space import SpaceError, load_space
 
-    if objective not in OBJECTIVES:
-        fail(f"unknown objective '{objective}'; available: {', '.join(sorted(OBJECTIVES))}")
+    _known_objective(objective, objective_file)
     if backend not in BACKENDS:
         fail(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     chosen = get_backend(backend)
@@ -213,6 +214,20 @@ def _note_resume(backend: str, resume: bool, run_dir: Path) -> None:
                   "resume only from a results folder you trust")
 
 
+def _known_objective(name: str, objective_file: Optional[str]) -> None:
+    """--objective-file registers the user's class under `name` (for the workers too); then the name must be known."""
+    from bench.registry import names, register_file
+
+    if objective_file:
+        try:
+            register_file(name, objective_file)
+        except Exception as e:  # noqa: BLE001 - the user's file may raise anything while it is imported
+            fail(f"{e}" if isinstance(e, ValueError) else f"--objective-file {objective_file}: {type(e).__name__}: {e}")
+    if name not in names():
+        fail(f"unknown objective '{name}'; available: {', '.join(names())} (a family of your own: "
+             f"--objective-file PATH.py:Class, or an installed 'bench.objectives' entry point)")
+
+
 def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:
     """--db, else the Optuna storage's own database when it is one (workers on many machines share it), else SQLite."""
     from bench.backends.optuna import is_database_url
@@ -231,6 +246,8 @@ def worker(
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
+    objective_file: Optional[str] = typer.Option(None, "--objective-file", metavar="NAME=PATH.py:Class",
+                                                 help="The study's family, when it came from --objective-file."),
 ) -> None:
     """Join a shared Optuna study from this machine: objective, space and settings come from the study."""
     from bench.backends import SearchConfig
@@ -239,6 +256,12 @@ def worker(
     from bench.progress import SearchProgress
 
     study = _study_name(study)
+    if objective_file:
+        name, _, spec = objective_file.partition("=")
+        if not spec:
+            fail(f"--objective-file for a worker: expected NAME=PATH.py:Class, got '{objective_file}'")
+        _known_objective(name, spec)
+
     with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
@@ -371,20 +394,27 @@ def spaces(ctx: typer.Context) -> None:
     """List the available search spaces."""
     if ctx.invoked_subcommand:
         return
-    from bench.space import SpaceError, list_spaces, load_space
+    from bench.space import LOCAL_SPACES, SpaceError, hidden_spaces, list_spaces, load_space
 
-    table = Table(title="search spaces (bench spaces show NAME; bench search OBJECTIVE --space NAME)", title_justify="left")
+    local = LOCAL_SPACES.resolve()
+    table = Table(title="search spaces (bench spaces show NAME; bench search OBJECTIVE --space NAME)", title_justify="left",
+                  caption=f"a name is looked up in {LOCAL_SPACES}/ of this folder first, then in bench's own spaces",
+                  caption_justify="left")
     table.add_column("space", no_wrap=True)
     table.add_column("objective", no_wrap=True)
     table.add_column("params", justify="right")
+    table.add_column("from", no_wrap=True)
     table.add_column("description")
     for name, path in list_spaces().items():
+        origin = f"./{LOCAL_SPACES}" if path.resolve().is_relative_to(local) else "bench"
         try:
             s = load_space(str(path))
-            table.add_row(escape(name), escape(s.objective), str(len(s.params)), escape(s.description.strip()[:100]))
+            table.add_row(escape(name), escape(s.objective), str(len(s.params)), origin, escape(s.description.strip()[:100]))
         except SpaceError as e:
-            table.add_row(escape(name), "[red]invalid[/]", "", escape(str(e)))
+            table.add_row(escape(name), "[red]invalid[/]", "", origin, escape(str(e)))
     out.print(table)
+    for name in hidden_spaces():
+        out.print(f"./{LOCAL_SPACES}/{name}.yaml hides bench's own space '{name}'", highlight=False)
 
 
 @spaces_app.command("show")
@@ -508,6 +538,56 @@ def confirm(
         val, test = (" ".join(f"{v:.3f}" for v in values) for values in (c.val, c.test))
         failed = f"; {len(c.failed)} failed: {c.failed[0]}" if c.failed else ""
         _say(out, f"#{c.trial_number}: val {val}; test {test}{failed} (study {c.study})")
+
+
+@app.command()
+def objectives() -> None:
+    """List the model families bench knows: its own, --objective-file ones, installed 'bench.objectives' plugins."""
+    from bench.registry import GROUP, entries
+
+    found, hidden = entries()
+    table = Table(title="model families (bench search NAME; bench check-objective NAME)", title_justify="left",
+                  caption=f"a family of your own: --objective-file PATH.py:Class, or a '{GROUP}' entry point",
+                  caption_justify="left")
+    for col in ("objective", "from", "class"):
+        table.add_column(col, no_wrap=True)
+    for name in sorted(found):
+        table.add_row(name, found[name].origin, found[name].ref)
+    out.print(table)
+    for e in hidden:
+        out.print(f"{e.origin}: entry point '{e.name}' = {e.ref} is hidden by a family of the same name", highlight=False)
+
+
+@app.command("check-objective")
+def check_objective_cmd(
+    objective: str = typer.Argument(..., help="The family to check (a registered name, or the NAME for --objective-file)."),
+    objective_file: Optional[str] = ObjectiveFileOpt,
+    params: Optional[str] = typer.Option(None, "--params", help="Params to train with (key=value,...), instead of the class's quick_params."),
+    data: Optional[Path] = DataOpt,
+) -> None:
+    """Run the family contract (bench.checks) on a few images per class of the data: one line per rule, exit 1 on a broken one."""
+    from bench.checks import SAMPLE_TEST, SAMPLE_TRAIN, check_objective
+    from bench.data import DataError, resolve_root
+
+    _known_objective(objective, objective_file)
+    try:
+        root = resolve_root(data)
+    except DataError as e:
+        fail(str(e))
+    err.print(f"checking {objective} on {SAMPLE_TRAIN} train and {SAMPLE_TEST} test images per class of {root}", highlight=False)
+    marks = {"ok": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]", "n/a": "[yellow]n/a[/]"}
+
+    def show(c) -> None:
+        pad = " " * (4 - len(c.status))  # markup is not printed: pad by the visible word
+        out.print(f"{pad}{marks[c.status]}  {c.rule:<13} {c.message}  [dim]({c.seconds:.1f} s)[/]", highlight=False, soft_wrap=True)
+
+    checks = check_objective(objective, root, _parse_assignments(params) if params else None, on_check=show)
+    failed = [c.rule for c in checks if c.status == "FAIL"]
+    held, na = sum(c.status == "ok" for c in checks), sum(c.status == "n/a" for c in checks)
+    out.print(f"{objective}: {held} of {len(checks)} rules hold, {na} not applicable"
+              + (f"; broken: {', '.join(failed)}" if failed else ""), highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

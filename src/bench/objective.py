@@ -4,7 +4,6 @@ The search sees validation metrics only. Test metrics are measured and stored be
 """
 from __future__ import annotations
 
-import importlib
 import math
 import random
 import time
@@ -18,13 +17,13 @@ import numpy as np
 from bench import data as bdata
 from bench import stop
 
-# The one place families are registered: name -> "module:Class", imported only when asked for.
+# bench's own families: name -> "module:Class", imported only when asked for (bench.registry adds a user's own).
 OBJECTIVES: dict[str, str] = {
-    "tinynet": "objectives.tinynet:TinyNet",
-    "bovw": "objectives.bovw:BoVW",
-    "mlp": "objectives.mlp:MLP",
-    "inception": "objectives.inception:InceptionV3",
-    "transfer": "objectives.transfer:Transfer",
+    "tinynet": "bench.objectives.tinynet:TinyNet",
+    "bovw": "bench.objectives.bovw:BoVW",
+    "mlp": "bench.objectives.mlp:MLP",
+    "inception": "bench.objectives.inception:InceptionV3",
+    "transfer": "bench.objectives.transfer:Transfer",
 }
 
 
@@ -216,7 +215,7 @@ class Objective:
 
 
 def get_objective(name: str, **options: Any) -> Objective:
-    if name not in OBJECTIVES:
-        raise KeyError(f"unknown objective '{name}'; available: {', '.join(sorted(OBJECTIVES))}")
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    """bench's own families (OBJECTIVES), then --objective-file and `bench.objectives` entry points (bench.registry)."""
+    from bench.registry import objective_class
+
+    return objective_class(name)(**options)

@@ -323,19 +323,42 @@ def _first_error(e: ValidationError) -> str:
 # --- finding spaces ---
 
 
+LOCAL_SPACES = Path("search_spaces")  # the working folder's own spaces, relative to where bench runs
+
+
+def shipped_space_dir() -> Path:
+    """bench's own spaces: the package data of bench.search_spaces (the repo's search_spaces/ in a checkout)."""
+    from importlib.resources import files
+
+    return Path(str(files("bench.search_spaces")))  # a real folder: pip never installs bench zipped
+
+
 def space_dirs() -> list[Path]:
-    """Where named spaces live: ./search_spaces, then the project's own search_spaces/."""
-    here = Path(__file__).resolve().parents[2] / "search_spaces"
-    dirs = [Path("search_spaces").resolve(), here]
+    """Where named spaces live, in the order a name is looked up: ./search_spaces of the working folder first (so a
+    user's own `tinynet.yaml` there is the one `--space tinynet` means), then bench's shipped spaces."""
+    dirs = [LOCAL_SPACES.resolve(), shipped_space_dir().resolve()]
     return list(dict.fromkeys(d for d in dirs if d.is_dir()))
 
 
+def _all_spaces() -> list[tuple[str, Path]]:
+    return [(f.relative_to(d).with_suffix("").as_posix(), f) for d in space_dirs() for f in sorted(d.rglob("*.yaml"))]
+
+
 def list_spaces() -> dict[str, Path]:
+    """name -> file of every space a name finds; a working-folder space hides a shipped one of the same name."""
     found: dict[str, Path] = {}
-    for d in space_dirs():
-        for f in sorted(d.rglob("*.yaml")):
-            found.setdefault(f.relative_to(d).with_suffix("").as_posix(), f)
+    for name, f in _all_spaces():
+        found.setdefault(name, f)
     return found
+
+
+def hidden_spaces() -> dict[str, Path]:
+    """Shipped spaces that a working-folder space of the same name hides: name -> the hidden file."""
+    seen, hidden = list_spaces(), {}
+    for name, f in _all_spaces():
+        if seen[name] != f:
+            hidden.setdefault(name, f)
+    return hidden
 
 
 def find_space(name_or_path: str) -> Path:
