@@ -53,7 +53,7 @@ FAMILY = textwrap.dedent('''
 def _space(tmp_path: Path, modes: list[str]) -> Path:
     starts = "\n".join(f"  - {{mode: {m}, x: {0.1 + 0.1 * i:.1f}}}" for i, m in enumerate(modes))
     path = tmp_path / "unruly.yaml"
-    path.write_text(f"objective: unruly\nparams:\n  mode: {{type: categorical, choices: [ok]}}\n"
+    path.write_text(f"objective: unruly\nparams:\n  mode: {{type: categorical, choices: [{', '.join(sorted(set(modes)))}]}}\n"
                     f"  x: {{type: float, low: 0.0, high: 1.0}}\nstart:\n{starts}\n")
     return path
 

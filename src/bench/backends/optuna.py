@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import optuna
+import psutil
 
 from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
@@ -178,6 +179,13 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     return True
 
 
+def fail_trials_of(config: SearchConfig, study: optuna.Study, owner: str, reason: str, retry: bool = False) -> list[int]:
+    """Fail the RUNNING trials of one worker process (`host:pid`); returns their numbers."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [t.number for t in running
+            if t.user_attrs.get("worker") == owner and fail_lost_trial(config, study, t.number, reason, retry)]
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -187,25 +195,21 @@ def fail_orphans(config: SearchConfig, study: optuna.Study) -> list[int]:
     gone, and without a heartbeat (journal storage) nothing else would ever end them. Each is failed with the reason
     and run again; returns their numbers."""
     host = socket.gethostname()
+    owners = {str(t.user_attrs.get("worker", "")) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     orphans = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = str(trial.user_attrs.get("worker", ""))
-        if not owner.startswith(host + ":") or _alive(int(owner.rsplit(":", 1)[1])):
-            continue
-        fail_lost_trial(config, study, trial.number, "its search process ended while it ran (killed?); run again",
-                        retry=True)
-        orphans.append(trial.number)
+    for owner in owners:
+        if owner.startswith(host + ":") and not _alive(int(owner.rsplit(":", 1)[1])):
+            orphans += fail_trials_of(config, study, owner, "its search process ended while it ran (killed?); run again",
+                                      retry=True)
     return orphans
 
 
 def _alive(pid: int) -> bool:
+    """A process that runs (a zombie nobody reaped, as after kill -9 of its parent, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def multi_objective(config: SearchConfig) -> bool:
@@ -390,12 +394,11 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
     def more() -> bool:
         return finished_count(study) < config.trials and (deadline is None or time.time() < deadline)
 
-    def lost(number: int, reason: str) -> None:
-        if not fail_lost_trial(config, study, number, reason):
-            return  # its worker stored it before it went (a Ctrl-C between epochs)
-        log_failure_reason(config.results_dir / config.study / FAILURE_LOG, number, reason)
-        if progress:
-            progress.trial_done(number, "failed", None, 0.0, finished_count(study), failure=reason)
+    def lost(pid: int, reason: str) -> None:
+        for number in fail_trials_of(config, study, f"{socket.gethostname()}:{pid}", reason):
+            log_failure_reason(config.results_dir / config.study / FAILURE_LOG, number, reason)
+            if progress:
+                progress.trial_done(number, "failed", None, 0.0, finished_count(study), failure=reason)
 
     with progress or nullcontext():
         if progress:

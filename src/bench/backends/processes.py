@@ -10,7 +10,8 @@ its place until the study is done. Why:
 Workers send their progress (trial started, epoch, trial finished) through a queue; the supervisor draws it.
 The backend gives the supervisor two functions: `work(slot, queue)`, the body of a worker, which reports through
 `WorkerEvents(queue, slot)` (start_trial before a trial's work begins, trial_done after it is stored), and
-`lost(trial_number, reason)`, which stores a trial whose worker died under it.
+`lost(pid, reason)`, which stores the trials a dead worker was running (they are known by that worker's pid: a
+process that aborts loses what it had not yet sent).
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
               poll: float = 0.2) -> None:
     """Keep `jobs` workers running `work(slot, queue)` while `more()` says the study needs more trials.
 
-    A worker that dies while running a trial has that trial stored by `lost` with the reason; a trial that runs past
+    A worker that dies has the trials it was running stored by `lost(pid, reason)`; a trial that runs past
     `trial_timeout` seconds, or whose worker's resident memory passes `memory_limit_mb`, has its worker killed and is
     stored the same way. A worker that stops on an error every
     trial would hit (`WorkerEvents.fatal`) stops the search: its message is raised here as ValueError once the others
@@ -148,14 +149,11 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
                         continue
                     worker.process.kill()  # a hung or runaway trial: only killing its process frees the core
                     worker.process.join()
-                    drain(0.05)
-                    if worker.trial is not None:
-                        lost(worker.trial, f"{why}; its worker was killed")
-                        worker.trial = None
+                    lost(worker.process.pid, f"{why}; its worker was killed")
                 worker.process.join()
                 drain(0.05)  # what it said before it went
-                if worker.trial is not None:  # it died under a trial
-                    lost(worker.trial, exit_reason(worker.process.exitcode))
+                if worker.process.exitcode != 0:  # it may have died under a trial whose start it never got to say
+                    lost(worker.process.pid, exit_reason(worker.process.exitcode))
                 del workers[slot]
                 if not fatal and not stop.requested() and more():
                     start(slot)
