@@ -105,7 +105,7 @@ def main() -> None:
         summary[arm] = (started, rows, best, peak)
         shown = (f"best val {best['val_accuracy']:.3f}  its test {best['test_accuracy']:.3f}  params {best['n_params']:,}"
                  if best else "no complete trial")
-        print(f"{arm:13s} trials {len(rows):4d} ({len(done)} complete)  {shown}  peak RSS {peak / 2**30:.2f} GiB",
+        print(f"{arm:13s} trials {len(rows):4d} ({len(done)} complete)  {shown}  peak summed RSS {peak / 2**30:.2f} GiB",
               flush=True)
 
     reference = summary.get("kt-random") or summary.get("kt-hyperband")

@@ -162,6 +162,8 @@ def search(
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
         fail(f"--pruner for {backend} must be one of {', '.join(chosen.PRUNERS)}, got '{pruner}'")
+    if backend != "optuna" and (trial_timeout or trial_memory):
+        fail("--trial-timeout and --trial-memory need --backend optuna (its trials run in supervised worker processes)")
     if sampler == "grid":
         try:
             the_space.grid()
