@@ -578,5 +578,45 @@ def _print_predictions(preds, output: Optional[Path]) -> None:
         out.print(table)
 
 
+@app.command()
+def compare(
+    studies: Optional[str] = typer.Option(None, "--studies", help="Comma-separated studies. Default: the best study of each objective."),
+    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/plots/compare.html (+ .png)."),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also a PNG of the figure (needs chromium)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (for a README)."),
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """One page that answers "which family wins on my images": each study's best, the cross-family Pareto fronts."""
+    from bench.compare import compare_data, default_studies, markdown_table, table_rows, write_page
+
+    board = _board(db, results)
+    chosen = [s.strip() for s in (studies or "").split(",") if s.strip()] or default_studies(board)
+    if not chosen:
+        fail("no complete trials in the leaderboard yet: run `bench search tinynet --trials 20` first")
+    try:
+        data = compare_data(board, chosen)
+    except ValueError as e:
+        fail(str(e))
+    if markdown:
+        out.print(markdown_table(data), highlight=False, soft_wrap=True)
+    else:
+        table = Table(title="each study's best on validation (test shown, never used to choose)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for col in ("family", "study", "#", "val", "test", "bal v/t", "params", "ratio", "fit s", "wall s"):
+            table.add_column(col, justify="left" if col in ("family", "study") else "right", no_wrap=True)
+        rows = table_rows(data)
+        for r in rows:  # the COLUMNS of bench.compare, balanced accuracies in one cell to fit 80 columns
+            table.add_row(*r[:3], r[3], r[5], f"{r[4]}/{r[6]}", *r[7:-1])
+        out.print(table)
+        for r in rows:
+            out.print(f"{r[1]}: the paper's figure {r[-1] or 'none held'}", highlight=False)
+    for key, cost in (("front_params", "params"), ("front_time", "fit s")):
+        front = ", ".join(f"{r['family']} {r['study']} #{r['trial_number']}" for r in data[key])
+        out.print(f"Pareto front, val accuracy vs {cost}: {front}", highlight=False)
+    for p in write_page(data, output or results / "plots" / "compare.html", png=png):
+        out.print(f"wrote {p}", highlight=False)
+
+
 if __name__ == "__main__":
     app()
