@@ -4,7 +4,7 @@ Formats of a Keras network (tinynet, transfer, inception, mlp's end_to_end varia
     keras       DIR/model.keras           (Keras 3's own file)
     savedmodel  DIR/saved_model/          (TensorFlow SavedModel, its `serve` endpoint; TF Serving, TF.js converters)
     tflite      DIR/model.tflite          (TensorFlow's converter from that SavedModel; run by LiteRT / tf.lite)
-    onnx        DIR/model.onnx            (Keras' own model.export(format="onnx"), which drives tf2onnx; onnxruntime)
+    onnx        DIR/model.onnx            (tf2onnx on the inference function; run by onnxruntime)
 A model whose prediction is more than one network call (mlp's svm, patches and patch_bovw variants: a network plus a
 fitted SVM, codebook or patch aggregation) exports as its pipeline: DIR/model.keras + DIR/model-head.joblib, read back by
 objectives.mlp.load_model; --format pipeline (the only one it takes).
@@ -125,21 +125,64 @@ def input_spec(objective: str, params: dict[str, Any], model) -> tuple[int, int]
 # --- writing each format ---
 
 
+def inference_model(model):
+    """The model without its augmentation layers (Random*: identity at inference). Their random ops stay in an exported
+    graph, and TFLite's builtin ops do not have them. The other layers are copies, with the same weights."""
+    from bench.keras_train import keras
+
+    k = keras()
+    if not any(layer.__class__.__name__.startswith("Random") for layer in model.layers):
+        return model
+    def swap(layer):
+        if layer.__class__.__name__.startswith("Random"):
+            return k.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    clean = k.models.clone_model(model, clone_function=swap)
+    for layer in clean.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return clean
+
+
+def _image_spec(model):
+    import tensorflow as tf
+
+    return tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="images")
+
+
+def saved_model(model, path: Path) -> None:
+    """A SavedModel whose `serve` endpoint calls the model with training=False, said outright: model.export's own
+    endpoint ran batch norm in training mode (batch statistics) after a search in the same process."""
+    from bench.keras_train import keras
+
+    archive = keras().export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[_image_spec(model)])
+    archive.write_out(str(path), verbose=False)
+
+
 def write_format(model, fmt: str, out: Path) -> list[str]:
     """Write a Keras model as fmt into out; returns the written names."""
     target = out / FILES[fmt]
-    model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), training=False)  # ONNX export needs a called model
+    model = inference_model(model)
     if fmt == "keras":
         model.save(target)
     elif fmt == "savedmodel":
-        model.export(target, format="tf_saved_model", verbose=False)
+        saved_model(model, target)
     elif fmt == "onnx":
-        model.export(target, format="onnx", verbose=False)
+        import tensorflow as tf
+        import tf2onnx
+
+        # tf2onnx on an inference-only function: Keras' own model.export(format="onnx") (3.15) traces batch norm's
+        # moving-statistics updates too, and tf2onnx then fails to freeze the graph
+        spec = (_image_spec(model),)
+        serve = tf.function(lambda x: model(x, training=False), input_signature=spec)
+        tf2onnx.convert.from_function(serve, input_signature=spec, output_path=str(target))
     elif fmt == "tflite":
         import tensorflow as tf
 
         with tempfile.TemporaryDirectory() as tmp:  # Keras 3 models convert through a SavedModel
-            model.export(Path(tmp) / "sm", format="tf_saved_model", verbose=False)
+            saved_model(model, Path(tmp) / "sm")
             target.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm")).convert())
     return [target.name]
 

@@ -54,8 +54,8 @@ def _runner(fmt: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
     if fmt == "savedmodel":
         import tensorflow as tf
 
-        serve = tf.saved_model.load(str(path)).serve
-        return lambda x: np.asarray(serve(x))
+        loaded = tf.saved_model.load(str(path))  # held here: its variables die with it
+        return lambda x: np.asarray(loaded.serve(x))
     if fmt == "onnx":
         import onnxruntime as ort
 

@@ -245,6 +245,9 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+        for key in ("test_accuracy", "test_balanced_accuracy", "n_params"):  # shown by optuna-dashboard
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("artifacts", result.extras.get("artifacts"))
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
     return run
