@@ -109,8 +109,10 @@ def test_predict_takes_any_size_and_mode_and_unlabelled_files(searched, tmp_path
     out = tmp / "out-predict-keras"
     cli("export", "--study", "tiny", "--out", out, "--results", tmp / "results")
     files = [make_image(tmp_path / "a.png", (50, 20), "L"), make_image(tmp_path / "b.png", (17, 90), "RGBA", seed=1)]
-    run = cli("predict", "--model", out, *files)
-    assert "a.png" in run.output and "b.png" in run.output and "labelled" not in run.output
+    run = cli("predict", "--model", out, *files, "--out", tmp_path / "p.csv")
+    lines = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in lines] == [str(f) for f in files]
+    assert all(line.split(",")[2] == "" for line in lines) and "labelled" not in run.output  # no class folders
 
 
 def test_mlp_svm_exports_its_pipeline_and_predicts(tmp_path, tiny_mit8):

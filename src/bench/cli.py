@@ -561,7 +561,7 @@ def _print_predictions(preds, output: Optional[Path]) -> None:
     else:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("image", "predicted", "p", "label"):
-            table.add_column(col, justify="right" if col == "p" else "left")
+            table.add_column(col, justify="right" if col == "p" else "left", overflow="fold")
         for p, k, row, y in zip(preds.paths, preds.predicted, preds.proba, preds.labels):
             table.add_row(str(p), preds.classes[k], f"{row[k]:.3f}", "" if y is None else preds.classes[y])
         out.print(table)
