@@ -30,8 +30,9 @@ def searched(tmp_path_factory, tiny_mit8):
     tmp = tmp_path_factory.mktemp("export")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    cli("search", "tinynet", "--space", space, "--data", tiny_mit8, "--results", tmp / "results", "--trials", 2,
-        "--pruner", "none", "--sampler", "grid", "--study", "tiny", "--keep-top", 1)
+    run = cli("search", "tinynet", "--space", space, "--data", tiny_mit8, "--results", tmp / "results", "--trials", 2,
+              "--pruner", "none", "--sampler", "grid", "--study", "tiny", "--keep-top", 1)
+    assert "device: CPU (TensorFlow" in run.output  # the search says where it trains (no GPU on this machine)
     rows = Leaderboard(db_url(None, tmp / "results")).query(study="tiny", status="complete", sort="accuracy")
     assert len(rows) == 2
     return tmp, rows
@@ -70,6 +71,12 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
     import onnxruntime  # the ONNX file really runs on onnxruntime, not on TensorFlow
     session = onnxruntime.InferenceSession(str(tmp / "out-onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], reference, atol=1e-4)
+    from ai_edge_litert.interpreter import Interpreter  # and the .tflite on LiteRT, TFLite's own runtime
+    from bench.predict import run_tflite
+
+    lite = Interpreter(model_path=str(tmp / "out-tflite" / "model.tflite"))
+    lite.allocate_tensors()
+    np.testing.assert_allclose(run_tflite(lite, x), reference, atol=1e-4)
 
 
 def test_a_trial_without_its_model_is_retrained_from_params_and_seed(searched, tiny_mit8):

@@ -128,6 +128,8 @@ def search(
     config.keep_top, config.keep_models = (None if keep_top < 0 else keep_top), keep_models  # artifacts for `bench report`
     err.print(f"study [bold]{name}[/]: {objective} on {root} | {backend}/{sampler}, pruner {pruner}, "
               f"{trials} trials, {jobs} job(s) | results in {results}/", highlight=False)
+    if objective != "bovw":  # every other family trains with TensorFlow
+        err.print(_tf_device(), highlight=False)
     start = time.perf_counter()
     interrupted = False
     try:
@@ -150,6 +152,18 @@ def search(
               f"{counts['pruned']} pruned, {counts['failed']} failed{tracebacks}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
+
+
+def _tf_device() -> str:
+    """Where TensorFlow will train: the GPUs it sees, else the CPU and why (the default install is tensorflow-cpu)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"device: GPU ({', '.join(g.name for g in gpus)}), TensorFlow {tf.__version__}"
+    cuda = tf.test.is_built_with_cuda()
+    hint = "no GPU visible to it" if cuda else "a CPU-only build; for an NVIDIA GPU see the README's `.[gpu]`"
+    return f"device: CPU (TensorFlow {tf.__version__}: {hint})"
 
 
 def _leaderboard_url(db: Optional[str], storage: Optional[str], results: Path) -> str:
