@@ -616,12 +616,12 @@ def compare(
         out.print(markdown_table(data), highlight=False, soft_wrap=True)
     else:
         table = Table(title="each study's best on validation (test shown, never used to choose)",
-                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for col in ("family", "study", "#", "val", "test", "bal v/t", "params", "ratio", "fit s", "wall s"):
-            table.add_column(col, justify="left" if col in ("family", "study") else "right", no_wrap=True)
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+        for col in ("family", "study #trial", "val", "test", "bal v/t", "params", "ratio", "fit s", "wall s"):
+            table.add_column(col, justify="left" if col in ("family", "study #trial") else "right", no_wrap=True)
         rows = table_rows(data)
-        for r in rows:  # the COLUMNS of bench.compare, balanced accuracies in one cell to fit 80 columns
-            table.add_row(*r[:3], r[3], r[5], f"{r[4]}/{r[6]}", *r[7:-1])
+        for r in rows:  # the COLUMNS of bench.compare, narrowed to fit 80 columns (--markdown has them all)
+            table.add_row(r[0], f"{r[1]} #{r[2]}", r[3], r[5], f"{r[4]}/{r[6]}", *r[7:-1])
         out.print(table)
         for r in rows:
             out.print(f"{r[1]}: the paper's figure {r[-1] or 'none held'}", highlight=False)
