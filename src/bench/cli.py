@@ -622,5 +622,161 @@ def reproduce(
         _say(out, f"wrote {p}")
 
 
+def _study_settings(study: str, storage: Optional[str], results: Path) -> dict[str, Any]:
+    """The settings a search stored on its Optuna study (seed, val_fraction, ...); {} when there is none."""
+    from bench.report import load_optuna_study
+
+    found = load_optuna_study(study, storage, results)
+    return dict(found.user_attrs.get("search", {})) if found is not None else {}
+
+
+def _best_or_trial(study: str, trial: Optional[int], board):
+    """The study's trial `trial`, or its best complete one on validation."""
+    from bench.report import ReportError, find_row
+
+    if trial is not None:
+        try:
+            return find_row(board, trial, study)
+        except ReportError as e:
+            fail(str(e))
+    rows = board.query(study=study, status="complete", sort="accuracy", top=1)
+    if not rows:
+        fail(f"study '{study}' has no complete trial (see `bench leaderboard`)")
+    return rows[0]
+
+
+@app.command("export")
+def export_cmd(
+    trial: Optional[int] = typer.Argument(None, help="Trial number in --study. Default: the study's best on validation."),
+    study: str = typer.Option(..., "--study"),
+    fmt: str = typer.Option("keras", "--format", help="keras, savedmodel, tflite, onnx; pipeline for mlp's svm / patch variants."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Folder. Default: RESULTS/export/<study>-trial-<n>-<format>."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the study (for its seed and split). Default: RESULTS/optuna.journal."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Write a trial's model in a deployable format, with model-card.json (re-trains it when the search kept no model)."""
+    from bench.export import FORMATS, ExportError, export_trial
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    row = _best_or_trial(study, trial, _board(db, results))
+    folder = output or results / "export" / f"{study}-trial-{row['trial_number']}-{fmt}"
+    with _stoppable("interrupted: nothing exported."):
+        try:
+            card = export_trial(row, fmt, folder, results, data, _study_settings(study, storage, results),
+                                log=lambda m: err.print(m, highlight=False))
+        except ExportError as e:
+            fail(str(e))
+    m = card["metrics"]
+    out.print(f"exported {study} #{row['trial_number']} ({row['objective']}, {_fmt(card['n_params'], ',')} params, "
+              f"val acc {_fmt(m['val_accuracy'])}, test acc {_fmt(m['test_accuracy'])}) as {fmt}: "
+              f"{', '.join(str(folder / f) for f in card['files'])} + {folder / 'model-card.json'}", highlight=False)
+
+
+@app.command("predict")
+def predict_cmd(
+    images: list[Path] = typer.Argument(..., help="Image files or folders (FOLDER/<class>/* also gives accuracy)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `bench export`."),
+    study: Optional[str] = typer.Option(None, "--study", help="Or a study: its best trial on validation, or --trial."),
+    trial: Optional[int] = typer.Option(None, "--trial"),
+    output: Optional[Path] = typer.Option(None, "--out", help="CSV of path, predicted class, label and per-class probabilities."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="With --study: its Optuna storage."),
+    data: Optional[Path] = DataOpt,
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Classify images with an exported model or a study's trial: class and probabilities per image."""
+    import tempfile
+
+    from rich.progress import track
+
+    from bench.export import PIPELINE, ExportError, export_trial, is_pipeline
+    from bench.predict import image_files, load_predictor, predict_files
+
+    if (model is None) == (study is None):
+        fail("give either --model DIR (from `bench export`) or --study NAME [--trial N]")
+    with _stoppable("interrupted."), tempfile.TemporaryDirectory() as tmp:
+        if study:
+            row = _best_or_trial(study, trial, _board(db, results))
+            try:
+                fmt = PIPELINE if is_pipeline(row["objective"], row["params"]) else "keras"
+                export_trial(row, fmt, Path(tmp), results, data, _study_settings(study, storage, results),
+                             log=lambda m: err.print(m, highlight=False))
+            except ExportError as e:
+                fail(str(e))
+            err.print(f"model: {study} #{row['trial_number']} (val acc {_fmt(row['val_accuracy'])})", highlight=False)
+        predictor = load_predictor(model or Path(tmp))
+        paths = image_files(images)
+        preds = predict_files(predictor, paths, progress=lambda it: track(it, description=f"{len(paths)} images",
+                                                                          console=err, disable=len(paths) <= 256))
+    _print_predictions(preds, output)
+
+
+def _print_predictions(preds, output: Optional[Path]) -> None:
+    if output:
+        preds.write_csv(output)
+        out.print(f"wrote {output} ({len(preds.paths)} images)", highlight=False)
+    else:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("image", "predicted", "p", "label"):
+            table.add_column(col, justify="right" if col == "p" else "left", overflow="fold")
+        for p, k, row, y in zip(preds.paths, preds.predicted, preds.proba, preds.labels):
+            table.add_row(str(p), preds.classes[k], f"{row[k]:.3f}", "" if y is None else preds.classes[y])
+        out.print(table)
+    scores = preds.scores()
+    if scores:
+        out.print(f"{scores['n']} labelled images: accuracy {scores['accuracy']:.3f}, balanced accuracy "
+                  f"{scores['balanced_accuracy']:.3f}; confusion (rows: true class, columns: predicted)", highlight=False)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("")
+        for i, c in enumerate(preds.classes):
+            table.add_column(c[:8], justify="right")
+        for c, counts in zip(preds.classes, scores["confusion"]):
+            table.add_row(c, *map(str, counts))
+        out.print(table)
+
+
+@app.command()
+def compare(
+    studies: Optional[str] = typer.Option(None, "--studies", help="Comma-separated studies. Default: the best study of each objective."),
+    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/plots/compare.html (+ .png)."),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also a PNG of the figure (needs chromium)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (for a README)."),
+    results: Path = ResultsOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """One page that answers "which family wins on my images": each study's best, the cross-family Pareto fronts."""
+    from bench.compare import compare_data, default_studies, markdown_table, table_rows, write_page
+
+    board = _board(db, results)
+    chosen = [s.strip() for s in (studies or "").split(",") if s.strip()] or default_studies(board)
+    if not chosen:
+        fail("no complete trials in the leaderboard yet: run `bench search tinynet --trials 20` first")
+    try:
+        data = compare_data(board, chosen)
+    except ValueError as e:
+        fail(str(e))
+    if markdown:
+        out.print(markdown_table(data), highlight=False, soft_wrap=True)
+    else:
+        table = Table(title="each study's best on validation (test shown, never used to choose)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+        for col in ("family", "study #trial", "val", "test", "bal v/t", "params", "ratio", "fit s", "wall s"):
+            table.add_column(col, justify="left" if col in ("family", "study #trial") else "right", no_wrap=True)
+        rows = table_rows(data)
+        for r in rows:  # the COLUMNS of bench.compare, narrowed to fit 80 columns (--markdown has them all)
+            table.add_row(r[0], f"{r[1]} #{r[2]}", r[3], r[5], f"{r[4]}/{r[6]}", *r[7:-1])
+        out.print(table)
+        for r in rows:
+            out.print(f"{r[1]}: the paper's figure {r[-1] or 'none held'}", highlight=False)
+    for key, cost in (("front_params", "params"), ("front_time", "fit s")):
+        front = ", ".join(f"{r['family']} {r['study']} #{r['trial_number']}" for r in data[key])
+        out.print(f"Pareto front, val accuracy vs {cost}: {front}", highlight=False)
+    for p in write_page(data, output or results / "plots" / "compare.html", png=png):
+        out.print(f"wrote {p}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

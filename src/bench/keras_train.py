@@ -39,6 +39,19 @@ def keras():
     return sys.modules["keras"]
 
 
+def device_line() -> str:
+    """Where TensorFlow trains: the GPUs it sees, else the CPU and why (the default install is tensorflow-cpu)."""
+    keras()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"device: GPU ({', '.join(g.name for g in gpus)}), TensorFlow {tf.__version__}"
+    cuda = tf.test.is_built_with_cuda()
+    hint = "no GPU visible to it" if cuda else "a CPU-only build; for an NVIDIA GPU see the README's `.[gpu]`"
+    return f"device: CPU (TensorFlow {tf.__version__}: {hint})"
+
+
 def seed_everything(seed: int) -> None:
     keras().utils.set_random_seed(seed)
 

@@ -57,13 +57,20 @@ def write_figure(fig, path_html: Path, png: bool = True) -> list[Path]:
     path_html.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path_html, include_plotlyjs=True)
     written = [path_html]
-    browser = chromium()
-    if png and browser:
-        os.environ.setdefault("BROWSER_PATH", browser)  # kaleido 1.x drives this browser
-        path_png = path_html.with_suffix(".png")
-        fig.write_image(path_png, width=1100, height=650)
-        written.append(path_png)
+    if png:
+        written += write_png(fig, path_html.with_suffix(".png"))
     return written
+
+
+def write_png(fig, path_png: Path, width: int = 1100, height: int = 650) -> list[Path]:
+    """The figure as PNG through kaleido, when chromium is installed; returns [path] or []."""
+    browser = chromium()
+    if not browser:
+        return []
+    os.environ.setdefault("BROWSER_PATH", browser)  # kaleido 1.x drives this browser
+    path_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_image(path_png, width=width, height=height)
+    return [path_png]
 
 
 def front_json(rows: list[dict[str, Any]], metric: str = "val_accuracy") -> str:

@@ -26,6 +26,9 @@ class SearchProgress:
         self.trials = self.progress.add_task("trials", total=total, completed=study_done, info="")
         self.epochs = self.progress.add_task("  epochs", total=None, info="")
 
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
     def start_trial(self, number: int) -> None:
         self.progress.update(self.epochs, description=f"  trial {number}", completed=0, total=None, info="")
 

@@ -21,7 +21,7 @@ import psutil
 
 from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
-from bench.backends.processes import WorkerEvents, supervise
+from bench.backends.processes import WorkerEvents, first_worker, supervise
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
@@ -307,6 +307,9 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+        for key in ("test_accuracy", "test_balanced_accuracy", "n_params"):  # shown by optuna-dashboard
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("artifacts", result.extras.get("artifacts"))
         return (result.val_accuracy, result.n_params) if multi else result.val_accuracy
 
     return run
@@ -378,6 +381,10 @@ def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | 
         config = replace(config, timeout=max(1.0, deadline - time.time()))
     with stop.on_ctrl_c(message=""):  # the terminal's Ctrl-C reaches every worker of the process group
         try:
+            if first_worker() and config.objective != "bovw":  # every other family trains with TensorFlow
+                from bench.keras_train import device_line
+
+                events.note(device_line())
             _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle)
         except KeyboardInterrupt:
             pass  # its finished trials are stored; the supervisor reports

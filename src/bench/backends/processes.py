@@ -28,6 +28,13 @@ import psutil
 from bench import stop
 
 
+FIRST_WORKER_ENV = "BENCH_FIRST_WORKER"  # "1" in the search's first worker process only
+
+
+def first_worker() -> bool:
+    return os.environ.get(FIRST_WORKER_ENV) == "1"
+
+
 class WorkerEvents:
     """The worker's side of the queue: a progress object (bench.progress.SearchProgress's calls) whose calls travel
     to the supervisor, which draws them and learns from them which trial each worker runs."""
@@ -51,6 +58,10 @@ class WorkerEvents:
         from bench.progress import trial_done_args
 
         self.trial_done(**trial_done_args(study, trial))
+
+    def note(self, text: str) -> None:
+        """A line for the console, such as the device the first worker trains on."""
+        self._send("note", text)
 
     def fatal(self, message: str) -> None:
         """An error every later trial would hit too (bad data, all trials failing alike): the search stops."""
@@ -106,15 +117,24 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
     workers: dict[int, _Worker] = {}
     fatal: list[str] = []
 
+    started = 0
+
     def start(slot: int) -> None:
+        nonlocal started
+        os.environ[FIRST_WORKER_ENV] = "1" if started == 0 else ""  # the spawned process reads it at start
         process = ctx.Process(target=work, args=(slot, events), daemon=True)
         process.start()
+        started += 1
         workers[slot] = _Worker(process)
 
     def handle(slot: int, name: str, args: tuple, kwargs: dict) -> None:
         worker = workers.get(slot)
         if name == "fatal":
             fatal.append(args[0])
+            return
+        if name == "note":
+            if progress:
+                progress.note(args[0])
             return
         if name == "start_trial" and worker:
             worker.trial, worker.since = args[0], time.monotonic()
