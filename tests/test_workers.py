@@ -54,13 +54,18 @@ def test_killed_worker_trial_is_failed_and_retried_while_two_workers_finish(tmp_
     assert numbers == list(range(len(numbers)))  # none lost, none duplicated
     killed = trials[running]
     assert killed.state == optuna.trial.TrialState.FAIL
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == running]
-    assert len(retried) == 1 and retried[0].params == killed.params
+    # on this machine a worker sees at once that the killed trial's process is gone; on another, its heartbeat goes stale
+    retried = [t for t in trials if running in (t.system_attrs.get("failed_trial"), t.user_attrs.get("retry_of"))]
+    if killed.params:  # it had drawn its params: they run again
+        assert len(retried) == 1 and retried[0].params == killed.params
+    else:  # killed as it began, before it drew any: nothing to run again, and it does not count toward --trials
+        assert not retried and killed.user_attrs.get("interrupted")
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) >= TRIALS
 
     rows = {r["trial_number"]: r for r in Leaderboard(postgres_url).query(study="shared")}
-    assert "stopped sending heartbeats" in rows[running]["failure_reason"]
+    reason = rows[running]["failure_reason"]
+    assert "(killed?)" in reason
     complete = {t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert {n for n, r in rows.items() if r["status"] == "complete"} == complete
 

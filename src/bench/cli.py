@@ -113,7 +113,7 @@ def search(
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="optuna: a trial running longer has its worker process killed and is stored as failed."),
-    trial_memory: Optional[float] = typer.Option(None, "--trial-memory", min=1, help="optuna: MB of memory a trial's worker process may hold; past it the trial is stopped and stored as failed."),
+    trial_memory: Optional[float] = typer.Option(None, "--trial-memory", min=1, help="optuna: MB of memory a trial's worker process may hold (TensorFlow alone takes about 650); past it the trial is stopped and stored as failed."),
     fix: Optional[str] = typer.Option(None, "--fix", help="Fix params of the space for this search, e.g. --fix flip=false,input_size=32 (flips are wrong for digits or text)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from datetime import datetime
 import warnings
 from contextlib import nullcontext
 from dataclasses import replace
@@ -21,7 +22,7 @@ import psutil
 
 from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
-from bench.backends.processes import WorkerEvents, first_worker, supervise
+from bench.backends.processes import WorkerEvents, die_with_parent, first_worker, supervise
 from bench.data import DataError
 from bench.leaderboard import Leaderboard, TrialRecord, now
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
@@ -71,6 +72,33 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
     if name == "motpe":  # TPE on two objectives: models are sampled near the whole front, small ones on purpose
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     raise ValueError(f"unknown sampler '{name}'; one of {SAMPLERS}")
+
+
+class OwnedTrials(optuna.samplers.BaseSampler):
+    """The study's sampler, which also marks each new trial with the process that runs it (`host:pid`) the moment the
+    trial is created, so a trial whose process is killed is known as soon as that process is gone (fail_orphans)."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler):
+        self.sampler = sampler
+
+    def before_trial(self, study, trial) -> None:
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", _owner())
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 class _GroupView:
@@ -173,7 +201,8 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
     if retry:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+        if trial.params:  # killed before its params were drawn, it has nothing to run again
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
     study.tell(number, state=optuna.trial.TrialState.FAIL)
     _store_failed_row(config, trial, reason)
     return True
@@ -195,13 +224,21 @@ def fail_orphans(config: SearchConfig, study: optuna.Study) -> list[int]:
     gone, and without a heartbeat (journal storage) nothing else would ever end them. Each is failed with the reason
     and run again; returns their numbers."""
     host = socket.gethostname()
-    owners = {str(t.user_attrs.get("worker", "")) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     orphans = []
-    for owner in owners:
+    for owner in {str(t.user_attrs.get("worker", "")) for t in running}:
         if owner.startswith(host + ":") and not _alive(int(owner.rsplit(":", 1)[1])):
             orphans += fail_trials_of(config, study, owner, "its search process ended while it ran (killed?); run again",
                                       retry=True)
+    now_ = datetime.now()
+    for t in running:  # created, then killed before its process could mark it (a window of a fraction of a second)
+        if "worker" not in t.user_attrs and not t.params and (now_ - t.datetime_start).total_seconds() > ORPHAN_GRACE:
+            if fail_lost_trial(config, study, t.number, "its process ended as the trial began (killed?)", retry=True):
+                orphans.append(t.number)
     return orphans
+
+
+ORPHAN_GRACE = 10.0  # seconds: a live worker marks its new trial within a fraction of a second
 
 
 def _alive(pid: int) -> bool:
@@ -220,7 +257,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize", "minimize"] if multi_objective(config) else ["maximize"]
     study = optuna.create_study(
-        study_name=config.study, storage=make_storage(config), sampler=make_sampler(config.sampler, space, config.seed),
+        study_name=config.study, storage=make_storage(config), sampler=OwnedTrials(make_sampler(config.sampler, space, config.seed)),
         pruner=make_pruner(config.pruner, space.fixed().get("epochs"), space.prune_within), directions=directions, load_if_exists=True,
     )
     if list(study.directions) != [getattr(optuna.study.StudyDirection, d.upper()) for d in directions]:
@@ -281,7 +318,6 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
     multi = multi_objective(config)
 
     def run(trial: optuna.Trial):
-        trial.set_user_attr("worker", _owner())  # so a resumed search can tell a trial whose process was killed
         params = space.to_optuna(trial)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
@@ -374,14 +410,18 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
                          f"would hit: {all_fail.reason} (tracebacks: {config.results_dir / config.study / FAILURE_LOG})")
 
 
+KERAS_FAMILIES = ("tinynet", "mlp", "transfer", "inception")  # their first worker says where TensorFlow trains
+
+
 def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | None, slot: int, queue) -> None:
     """A worker process (bench.backends.processes): up to config.recycle trials, then it exits and another takes over."""
+    die_with_parent()
     events = WorkerEvents(queue, slot)
     if deadline is not None:  # --timeout counts from the search's start, not from this worker's
         config = replace(config, timeout=max(1.0, deadline - time.time()))
     with stop.on_ctrl_c(message=""):  # the terminal's Ctrl-C reaches every worker of the process group
         try:
-            if first_worker() and config.objective != "bovw":  # every other family trains with TensorFlow
+            if first_worker() and config.objective in KERAS_FAMILIES:
                 from bench.keras_train import device_line
 
                 events.note(device_line())
@@ -398,6 +438,13 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
     if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
         os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
 
+    last_sweep = [time.time()]
+
+    def sweep() -> None:  # trials a killed search or worker left behind, found while we run
+        if time.time() - last_sweep[0] > ORPHAN_GRACE:
+            last_sweep[0] = time.time()
+            fail_orphans(config, study)
+
     def more() -> bool:
         return finished_count(study) < config.trials and (deadline is None or time.time() < deadline)
 
@@ -412,7 +459,7 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
             progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
         if more():
             supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
-                      trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory)
+                      trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory, tick=sweep)
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,6 +34,27 @@ FIRST_WORKER_ENV = "BENCH_FIRST_WORKER"  # "1" in the search's first worker proc
 
 def first_worker() -> bool:
     return os.environ.get(FIRST_WORKER_ENV) == "1"
+
+
+def die_with_parent() -> None:
+    """Called first in a worker: if the search's process is killed (kill -9), its workers go too, instead of running
+    on as orphans beside the resumed search. Linux tells the kernel (PR_SET_PDEATHSIG); elsewhere a thread watches."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 class WorkerEvents:
@@ -104,14 +126,14 @@ def exit_reason(exitcode: int | None) -> str:
 
 def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None], jobs: int, more: Callable[[], bool],
               progress=None, trial_timeout: float | None = None, memory_limit_mb: float | None = None,
-              poll: float = 0.2) -> None:
+              tick: Callable[[], None] | None = None, poll: float = 0.2) -> None:
     """Keep `jobs` workers running `work(slot, queue)` while `more()` says the study needs more trials.
 
     A worker that dies has the trials it was running stored by `lost(pid, reason)`; a trial that runs past
     `trial_timeout` seconds, or whose worker's resident memory passes `memory_limit_mb`, has its worker killed and is
     stored the same way. A worker that stops on an error every
     trial would hit (`WorkerEvents.fatal`) stops the search: its message is raised here as ValueError once the others
-    are done. After Ctrl-C (each worker stops at its next safe point) KeyboardInterrupt is raised here."""
+    are done. `tick()`, if given, is called every poll (the backend's own housekeeping). After Ctrl-C (each worker stops at its next safe point) KeyboardInterrupt is raised here."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: TensorFlow's threads do not survive fork
     events = ctx.Queue()
     workers: dict[int, _Worker] = {}
@@ -157,6 +179,8 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
     try:
         while workers:
             drain(poll)
+            if tick:
+                tick()
             if stop.requested() and not forwarded:  # a Ctrl-C sent to this process alone (kill -INT) reaches them too
                 forwarded = True
                 for worker in workers.values():
