@@ -55,13 +55,20 @@ def test_nondominated_sorting_on_a_hand_made_table():
     assert nondominated_ranks(RUNG) == [1, 0, 0, 2, 3, 0]
 
 
-def test_pareto_promotion_picks_the_non_dominated_trials():
+def test_pareto_promotion_picks_the_non_dominated_trials_above_the_median():
+    # the median accuracy is 0.80: 0.70@5k is on the front (nothing is smaller) but not promoted for its size alone
     promoted = [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=2)]
-    assert promoted == [1, 2, 5]  # the three non-dominated trials, not the three most accurate (which would take 0)
-    by_accuracy = sorted(range(len(RUNG)), key=lambda i: -RUNG[i][0])[:3]
-    assert sorted(by_accuracy) == [0, 1, 5]
+    assert promoted == [0, 1, 5]
     assert [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=3)] == [1, 5]
-    assert pareto_promotable(0, [(0.1, 10)], reduction_factor=3)  # a lone trial goes on
+    # above the median, a front member goes on before a more accurate dominated one: 0.82@45k before 0.83@500k
+    rung = [(0.85, 400_000), (0.82, 45_000), (0.60, 5_000), (0.83, 500_000), (0.50, 600_000), (0.40, 700_000)]
+    assert [i for i in range(6) if pareto_promotable(i, rung, reduction_factor=3)] == [0, 1]
+
+
+def test_a_rung_promotes_nobody_until_it_holds_reduction_factor_trials():
+    assert not pareto_promotable(0, [(0.9, 10)], reduction_factor=3)
+    assert not pareto_promotable(0, [(0.9, 10), (0.1, 20)], reduction_factor=3)
+    assert pareto_promotable(0, [(0.9, 10), (0.1, 20), (0.2, 30)], reduction_factor=3)
 
 
 def test_hypervolume_against_hand_computed_areas():

@@ -33,6 +33,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "motpe")
 MULTI_OBJECTIVE = ("nsga2", "motpe")  # maximise validation accuracy, minimise parameters
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
 GROUPED_PRUNERS = ("asha", "median", "pareto-asha")  # the pruners that honour a space's prune_within
+START_POINT = "start_point"  # user attribute of the space's start points: anchors the pruner measures against, never prunes
 PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -202,7 +203,8 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     if retry:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         if trial.params:  # killed before its params were drawn, it has nothing to run again
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+            anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": number, **anchor})
     study.tell(number, state=optuna.trial.TrialState.FAIL)
     _store_failed_row(config, trial, reason)
     return True
@@ -264,7 +266,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
         raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")
     if not study.trials:  # a new study evaluates the space's known-good points first
         for point in space.start:
-            study.enqueue_trial(point, skip_if_exists=True)
+            study.enqueue_trial(point, user_attrs={START_POINT: True}, skip_if_exists=True)
     if "space" not in study.user_attrs:  # what `bench worker` needs to join with nothing but the study's name
         study.set_user_attr("objective", config.objective)
         study.set_user_attr("space", space.model_dump(mode="json"))
@@ -319,16 +321,17 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
 
     def run(trial: optuna.Trial):
         params = space.to_optuna(trial)
+        anchor = bool(trial.user_attrs.get(START_POINT))  # a start point runs in full: the yardstick of its rungs
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if "val_accuracy" not in metrics:
                 return False
             if config.pruner == "pareto-asha":
-                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within)
+                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within) and not anchor
             if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
-            return trial.should_prune()
+            return trial.should_prune() and not anchor
 
         ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None)
         if progress:
