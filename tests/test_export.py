@@ -254,3 +254,23 @@ def test_compare_one_line_per_study_with_fronts_and_paper_figure(searched, tmp_p
     run = cli("compare", "--results", tmp / "results", "--out", page, "--no-png")
     assert "tinynet" in run.output and "Pareto front" in run.output and page.exists()
     assert "Which family wins" in page.read_text()
+
+
+def test_compare_writes_a_real_png_through_kaleido(searched, tmp_path):
+    from PIL import Image
+
+    from bench.plots import chromium
+
+    if not chromium():
+        pytest.skip("no chromium: bench compare writes the HTML page only")
+    tmp, _ = searched
+    page = tmp_path / "compare.html"
+    run = cli("compare", "--results", tmp / "results", "--out", page)
+    png = page.with_suffix(".png")
+    assert f"wrote {png}" in run.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000  # two panels of markers and fronts, not a blank
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (1200, 520)  # write_page's figure size
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 20  # drawn: axes, text, markers (a blank page has one colour)
