@@ -17,7 +17,7 @@ from bench.leaderboard import Leaderboard, db_url
 
 SPACE = {
     "objective": "tinynet",
-    "params": {"input_size": 32, "blocks": 2, "epochs": 1, "batch_size": 16,
+    "params": {"input_size": 32, "blocks": 2, "epochs": 1, "batch_size": 16, "flip": True,
                "base_filters": {"type": "categorical", "choices": [4, 8]}},
 }
 
@@ -48,7 +48,8 @@ def real_images(root, n=12):
 
 def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny_mit8):
     from bench.keras_train import keras
-    from bench.predict import load_predictor
+    from bench.objectives.tinynet import TinyNet
+    from bench.predict import image_files, load_predictor, predict_files
 
     tmp, rows = searched
     best = rows[0]
@@ -64,14 +65,21 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
     assert card["metrics"]["test_accuracy"] == best["test_accuracy"] and card["n_params"] == best["n_params"]
     assert len(card["data_fingerprint"]) == 16 and card["code_version"]["search"] == best["code_version"]
 
+    assert "mirror" in card["preprocessing"]  # trained on flips: TinyNet predicts the mean over the image and its mirror
     paths = real_images(tiny_mit8)
     x = np.stack([decode(p, 32) for p in paths]).astype(np.float32)
     kept = keras().models.load_model(tmp / "results" / "tiny" / f"trial-{best['trial_number']}" / "model.keras")
-    reference = np.asarray(kept(x, training=False))
+    reference = TinyNet().predict_proba(kept, x)  # the family's own prediction, as the search measured test
     assert reference.shape == (len(paths), 8)
+    assert np.abs(reference - np.asarray(kept(x, training=False))).max() > 1e-3  # the flip average is not a no-op
+    stored = stored_test_proba(tmp / "results", "tiny", best)
+    test_paths = image_files([tiny_mit8 / "test"])
     for fmt in cards:
-        got = load_predictor(tmp / f"out-{fmt}").predict(x)
-        np.testing.assert_allclose(got, reference, atol=1e-4, err_msg=fmt)
+        predictor = load_predictor(tmp / f"out-{fmt}")
+        np.testing.assert_allclose(predictor.predict(x), reference, atol=1e-4, err_msg=fmt)
+        got = predict_files(predictor, test_paths).proba  # every test image, read by bench predict's loader
+        want = np.stack([stored[str(p.relative_to(tiny_mit8))] for p in test_paths])
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=fmt)  # the search's own test probabilities
     import onnxruntime  # the ONNX file really runs on onnxruntime, not on TensorFlow
     session = onnxruntime.InferenceSession(str(tmp / "out-onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], reference, atol=1e-4)

@@ -41,6 +41,8 @@ DECODE = "decode the file with PIL; convert to {mode}; resize to {size}x{size} (
 PREPROCESSING = (DECODE + "; feed the uint8 pixel values as float32 in 0..255, shape (N, {size}, {size}, {channels}), "
                  "channels last; the model scales them itself (its first layers); the output is one softmax "
                  "probability per class, in `classes` order")
+FLIP_AVERAGE = ("; the graph averages the network's output on the image and on its left-right mirror (TinyNet's "
+                "prediction for a model trained on flips, as the search measured it)")
 BOVW_PREPROCESSING = (DECODE + "; then, inside the pipeline: {descriptor} descriptors ({keypoints} keypoints) on the "
                       "{color} planes, the codebook's encoding and the classifier; the output is one probability per "
                       "class, in `classes` order")
@@ -188,10 +190,34 @@ def saved_model(model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def write_format(model, fmt: str, out: Path) -> list[str]:
-    """Write a Keras model as fmt into out; returns the written names."""
+def averages_flips(objective: str, model) -> bool:
+    """True where the family's prediction is the mean over the image and its mirror: TinyNet.predict_proba, for a
+    model that trained on flips."""
+    return objective == "tinynet" and any(type(layer).__name__ == "RandomFlip" for layer in model.layers)
+
+
+def flip_averaged(model):
+    """model(x) and model(x mirrored left-right), averaged, in one graph, so every format predicts what the search
+    measured. The mirror is a fixed 0/1 matrix on the width axis (exact in float32), from built-in layers only: a
+    .keras file with a Lambda layer loads only with safe_mode=False."""
+    from bench.keras_train import keras
+
+    k = keras()
+    height, width, channels = model.inputs[0].shape[1:]
+    image = k.Input((height, width, channels), name="images")
+    mirror = k.layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+    mirrored = k.layers.Permute((1, 3, 2))(mirror(k.layers.Permute((1, 3, 2))(image)))  # width last, reversed, back
+    mirror.set_weights([np.eye(width, dtype="float32")[::-1]])
+    averaged = k.layers.Average(name="flip_average")([model(image), model(mirrored)])
+    return k.Model(image, averaged, name=f"{model.name}_flip_averaged")
+
+
+def write_format(model, fmt: str, out: Path, average_flips: bool = False) -> list[str]:
+    """Write a Keras model as fmt into out (with average_flips, as flip_averaged); returns the written names."""
     target = out / FILES[fmt]
     model = inference_model(model)
+    if average_flips:
+        model = flip_averaged(model)
     if fmt == "keras":
         model.save(target)
     elif fmt == "savedmodel":
@@ -247,7 +273,9 @@ def export_trial(row: dict[str, Any], fmt: str, out: Path, results: Path, data_r
             for name in files:
                 shutil.copy2(folder / name, out / name)
         else:
-            files = write_format(model, fmt, out)
+            files = write_format(model, fmt, out, averages_flips(row["objective"], model))
+            if averages_flips(row["objective"], model):
+                steps += FLIP_AVERAGE
         fingerprint = _fingerprint(json.loads((folder / "meta.json").read_text()).get("data_root") or data_root)
     finally:
         if scratch is not None:
