@@ -77,3 +77,23 @@ def test_hypervolume_against_hand_computed_areas():
     assert hypervolume([(0.5, 1.0), (0.8, 3.0)], (0.0, 4.0)) == pytest.approx(1.8)
     assert hypervolume([(0.5, 1.0), (0.8, 3.0), (0.4, 2.0)], (0.0, 4.0)) == pytest.approx(1.8)  # dominated adds nothing
     assert hypervolume([(0.5, 5.0)], (0.0, 4.0)) == 0.0
+
+
+def test_two_objective_tpe_counts_the_pruned_trials_that_went_furthest_as_good():
+    import optuna
+    from optuna.samplers._tpe.sampler import _split_trials
+    from optuna.trial import TrialState
+
+    from bench.backends.optuna import _RungOrder
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, values=[0.9, 100]))
+    rungs = [{"rung_1": [0.3, 10]}, {"rung_1": [0.5, 10]}, {"rung_1": [0.6, 10], "rung_3": [0.7, 10]}, {"rung_1": [0.2, 10]}]
+    for x, attrs in zip((0.1, 0.2, 0.3, 0.4), rungs):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, state=TrialState.PRUNED, user_attrs=attrs))
+    trials = study.get_trials(deepcopy=False)
+    plain, _ = _split_trials(study, trials, 3)  # Optuna alone: the first pruned trials by number
+    ranked, _ = _split_trials(_RungOrder(study), _RungOrder(study)._get_trials(deepcopy=False), 3)
+    assert [t.params["x"] for t in plain] == [0.5, 0.1, 0.2]
+    assert sorted(t.params["x"] for t in ranked) == [0.2, 0.3, 0.5]  # the one at rung 3, then the best of rung 1

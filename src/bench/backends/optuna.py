@@ -77,7 +77,9 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
 
 class OwnedTrials(optuna.samplers.BaseSampler):
     """The study's sampler, which also marks each new trial with the process that runs it (`host:pid`) the moment the
-    trial is created, so a trial whose process is killed is known as soon as that process is gone (fail_orphans)."""
+    trial is created, so a trial whose process is killed is known as soon as that process is gone (fail_orphans).
+
+    It shows the sampler the study through _RungOrder, so that TPE on two objectives learns from pruned trials."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler):
         self.sampler = sampler
@@ -87,19 +89,50 @@ class OwnedTrials(optuna.samplers.BaseSampler):
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(study, trial)
+        return self.sampler.infer_relative_search_space(_RungOrder(study), trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(study, trial, search_space)
+        return self.sampler.sample_relative(_RungOrder(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self.sampler.sample_independent(_RungOrder(study), trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
+
+
+def rung_score(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
+    """(deepest pareto-asha rung reached, validation accuracy there): how far a pruned trial got, and how well."""
+    rungs = [(int(key[5:]), value[0]) for key, value in trial.user_attrs.items() if key.startswith("rung_")]
+    return max(rungs, default=(0, 0.0))
+
+
+class _RungOrder:
+    """The study as the sampler sees it: pruned trials listed best first by rung_score.
+
+    Why: a multi-objective study takes no intermediate values, so Optuna's TPE ranks all its pruned trials alike and
+    fills the "good" half of its model, after the few complete trials, with the pruned trials it meets first (the
+    earliest: the stable sort in optuna.samplers._tpe.sampler._split_pruned_trials). Listed by rung, the pruned trials
+    it counts as good are the ones that went furthest and scored best. Single-objective studies rank pruned trials by
+    their intermediate values already; this order changes nothing for them."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def _get_trials(self, *args, **kwargs):
+        trials = self._study._get_trials(*args, **kwargs)
+        pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+        rest = [t for t in trials if t.state != optuna.trial.TrialState.PRUNED]
+        return rest + sorted(pruned, key=rung_score, reverse=True)
+
+    def get_trials(self, deepcopy: bool = True, states=None):
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
 
 
 class _GroupView:
