@@ -366,8 +366,7 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             trial.report(metrics["val_accuracy"], step=epoch + 1)
             return trial.should_prune() and not anchor
 
-        rungs = PARETO_RUNGS if config.pruner == "pareto-asha" else ()
-        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None, rungs=rungs)
+        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None)
         if progress:
             progress.start_trial(trial.number)
         try:
