@@ -62,7 +62,7 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
 
     paths = real_images(tiny_mit8)
     x = np.stack([decode(p, 32) for p in paths]).astype(np.float32)
-    kept = keras().models.load_model(tmp / "results" / "tiny" / f"trial-{best['trial_number']}" / "model.keras")
+    kept = keras().models.load_model(tmp / "results" / "tiny" / f"optuna-trial-{best['trial_number']}" / "model.keras")
     reference = np.asarray(kept(x, training=False))
     assert reference.shape == (len(paths), 8)
     for fmt in cards:
@@ -82,7 +82,7 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
 def test_a_trial_without_its_model_is_retrained_from_params_and_seed(searched, tiny_mit8):
     tmp, rows = searched
     other = rows[1]
-    folder = tmp / "results" / "tiny" / f"trial-{other['trial_number']}"
+    folder = tmp / "results" / "tiny" / f"optuna-trial-{other['trial_number']}"
     assert (folder / "predictions.npz").exists() and not (folder / "model.keras").exists()  # --keep-top 1: the best only
     out = tmp / "retrained"
     run = cli("export", other["trial_number"], "--study", "tiny", "--format", "keras", "--out", out,
