@@ -33,13 +33,13 @@ def _tuner_class(name: str):
 def run(space: SearchSpace, config: SearchConfig, progress=None):
     import keras_tuner as kt
 
-    objective = get_objective(config.objective)
+    objective = runs = get_objective(config.objective)
     limited = None
     if config.trial_timeout or config.trial_memory:  # only a process of its own can be killed mid-trial
         from bench.backends.processes import LimitedObjective, TrialProcess
 
         limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
-        objective = LimitedObjective(config.objective, limited)
+        runs = LimitedObjective(config.objective, limited)
     board = Leaderboard(config.db_url)
     base = _tuner_class(config.sampler)
     max_epochs = int(space.fixed().get("epochs") or objective.defaults.get("epochs", 10))
@@ -55,7 +55,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 progress.start_trial(number)
             started = time.perf_counter()
             try:
-                result = execute_trial(objective, params, ctx, board, config, "kerastuner", number)
+                result = execute_trial(runs, params, ctx, board, config, "kerastuner", number)
             except (TrialFailed, Pruned) as e:
                 if progress:
                     progress.trial_done(number, "failed", None, time.perf_counter() - started)
