@@ -3,7 +3,8 @@
 Points come from Ray's OptunaSearch, fed by the space's Optuna converter (so conditions work); ASHA stops trials early on
 the per-epoch validation accuracy. The driver writes every trial's leaderboard row as results stream in (complete,
 stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/. A local Ray listens on
-loopback only (127.0.0.1: its GCS, raylet, workers and agents) and keeps Ray's token auth. `--resume` restores an interrupted experiment: finished trials are neither lost nor re-run.
+loopback only (127.0.0.1: its GCS, raylet, workers and agents) and keeps Ray's token auth. `--resume` restores an
+interrupted experiment: finished trials are neither lost nor re-run.
 """
 from __future__ import annotations
 
@@ -133,11 +134,12 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
     run_dir = config.results_dir / config.study
     storage = run_dir / "ray"
     storage.mkdir(parents=True, exist_ok=True)
+    undo = _nothing
     if not ray.is_initialized():
         if config.address:
             ray.init(address=config.address, log_to_driver=False)
         else:
-            _loopback_only()
+            undo = _loopback_only()
             ray.init(num_cpus=os.cpu_count(), _temp_dir=_temp_dir(run_dir), include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")
     _PROGRESS[config.study] = progress
@@ -174,34 +176,35 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
             return tuner.fit()
     finally:
         ray.shutdown()
-        _cluster_again()
+        undo()
 
 
-def _loopback_only() -> None:
-    """Make a local Ray listen on 127.0.0.1 only. ray.init(_node_ip_address="127.0.0.1") alone is not enough: Ray
-    swaps a loopback address for the machine's own (services.resolve_ip_for_localhost), and its gRPC servers then
-    listen on every interface. Ray keeps to loopback where it sees no cluster (its macOS/Windows default,
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0): set for this process, read again by ray_constants below, and inherited by
-    the GCS, raylet, agents and workers Ray starts. Never for --address: another machine must reach a cluster's driver.
-    Undone by _cluster_again() once this Ray is shut down."""
+def _loopback_only():
+    """Make a local Ray listen on 127.0.0.1 only; returns what undoes it once Ray is shut down.
+
+    ray.init(_node_ip_address="127.0.0.1") alone is not enough: Ray swaps a loopback address for the machine's own
+    (services.resolve_ip_for_localhost), and its gRPC servers then listen on every interface. Ray keeps to loopback
+    where it sees no cluster (its macOS/Windows default, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0): set here for this
+    process (ray_constants read it at import, so it is set there too) and inherited by the GCS, raylet, agents and
+    workers Ray starts. Never for --address: the cluster's other machines must reach its driver."""
     import ray._private.ray_constants as ray_constants
 
-    _SAVED_ENV.append(os.environ.get(LOCAL_ONLY_ENV))
+    saved_env, saved_flag = os.environ.get(LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[LOCAL_ONLY_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
 
+    def undo() -> None:
+        os.environ.pop(LOCAL_ONLY_ENV) if saved_env is None else os.environ.__setitem__(LOCAL_ONLY_ENV, saved_env)
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
 
-def _cluster_again() -> None:
-    import ray._private.ray_constants as ray_constants
+    return undo
 
-    if _SAVED_ENV:
-        saved = _SAVED_ENV.pop()
-        os.environ.pop(LOCAL_ONLY_ENV) if saved is None else os.environ.__setitem__(LOCAL_ONLY_ENV, saved)
-        ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOCAL_ONLY_ENV, not ray_constants.IS_WINDOWS_OR_OSX)
+
+def _nothing() -> None:
+    pass
 
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_SAVED_ENV: list[str | None] = []
 
 
 def _temp_dir(run_dir: Path) -> str:
