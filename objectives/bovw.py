@@ -19,22 +19,29 @@ Parameter count (count_params): codebook k x D (Fisher: descriptor PCA + GMM mea
 intercepts + Platt parameters, or for a linear kernel its primal weights if fewer; kNN: stored training samples x
 dim; logistic regression: coef + intercept). Before fitting, the base template gets an upper bound (every training
 image a support vector); the exact count after fitting is in the trial's history as `n_params_fitted`.
+
+Saved model (save_model, for `bench report` and `bench export`): model.joblib holds the descriptor settings and the
+fitted pipeline (codebook or GMM, scaler, projection, classifier), not the descriptor store; load_model(folder) reads it
+back as an ImageBoVW, which classifies RGB images by extracting their descriptors as the search did.
 """
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import data as bdata
-from bench.bovw.descriptors import DescriptorSpec, LocalFeatures, load_features, parse_sizes
+from bench.bovw.descriptors import BINARY, DescriptorSpec, LocalFeatures, extract_image, load_features, parse_sizes
 from bench.bovw.pipeline import BoVWError, BoVWPipeline, PipelineConfig, fisher_dim, pyramid_cells
 from bench.objective import FitInfo, Objective, TrialContext, classification_metrics
 
 SPEC_KEYS = ("descriptor", "keypoints", "step", "patch_sizes", "max_features", "image_size", "color")
 PIPE_KEYS = tuple(f for f in PipelineConfig.__dataclass_fields__ if f not in ("seed", "classifier_seed"))
+MODEL_FILE = "model.joblib"  # matches bench.artifacts.MODEL_GLOB, so the top-k rule deletes it too
 
 
 @dataclass
@@ -158,6 +165,17 @@ class BoVW(Objective):
     def predict_proba(self, model: BoVWModel, x: np.ndarray) -> np.ndarray:
         return model.pipeline.predict_proba(model.features, x)
 
+    def save_model(self, model: BoVWModel, folder) -> Path:
+        """folder/model.joblib: the descriptor settings and the fitted pipeline (no cache folder: the descriptors of
+        new images are nobody's to cache)."""
+        import joblib
+
+        pipeline = copy.copy(model.pipeline)
+        pipeline.cache_dir = None
+        path = Path(folder) / MODEL_FILE
+        joblib.dump({"spec": asdict(model.spec), "pipeline": pipeline}, path)
+        return path
+
     def count_params(self, model: BoVWModel) -> int:
         """Codebook + projections + classifier (see the module docstring); an upper bound until the model is fitted."""
         if model.pipeline is not None:
@@ -182,6 +200,32 @@ class BoVW(Objective):
         if cfg.classifier == "svm" and cfg.svm_kernel == "linear":
             clf = min(clf, pairs * dim + 3 * pairs)  # a linear SVM counts its primal weights when fewer
         return int(codebook + extra + clf)
+
+
+@dataclass
+class ImageBoVW:
+    """A fitted BoVW model that classifies pixels: each image's descriptors, extracted as the search extracted them
+    (bench.bovw.descriptors.extract_image), then the pipeline."""
+
+    spec: DescriptorSpec
+    pipeline: BoVWPipeline
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        """N x S x S x 3 uint8 RGB images (bench.data.decode at spec.image_size) -> N x classes probabilities."""
+        parts = [extract_image(np.ascontiguousarray(img), self.spec) for img in images]
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in parts])]).astype(np.int64)
+        store = LocalFeatures(np.concatenate([d for d, _ in parts]), np.concatenate([xy for _, xy in parts]), offsets,
+                              key="exported-model-input", binary=self.spec.descriptor in BINARY)
+        return self.pipeline.predict_proba(store, np.arange(len(images)))
+
+
+def load_model(folder) -> ImageBoVW:
+    """The model BoVW.save_model wrote into folder. model.joblib is a pickle, which runs code as it loads: load only
+    from a folder you trust."""
+    import joblib
+
+    saved = joblib.load(Path(folder) / MODEL_FILE)
+    return ImageBoVW(DescriptorSpec(**saved["spec"]), saved["pipeline"])
 
 
 def describe(params: dict[str, Any]) -> str:

@@ -120,7 +120,7 @@ class TinyNet(Objective):
         return k.Model(inputs, outputs, name="tinynet")
 
     def fit(self, model, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
-        return kt.fit_keras(model, split, params, ctx)
+        return kt.fit_keras(model, split, params, ctx, self.predict_proba)
 
     def predict_proba(self, model, x: np.ndarray) -> np.ndarray:
         """Class probabilities; a model trained on horizontal flips also sees each image flipped, and the two are

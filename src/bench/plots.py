@@ -63,13 +63,20 @@ def write_figure(fig, path_html: Path, png: bool = True) -> list[Path]:
 
 
 def write_png(fig, path_png: Path, width: int = 1100, height: int = 650) -> list[Path]:
-    """The figure as PNG through kaleido, when chromium is installed; returns [path] or []."""
+    """The figure as PNG through kaleido, when chromium is installed; returns [path] or [].
+
+    MathJax off: bench's figures hold no LaTeX, and kaleido's page would load it from a CDN on every render; offline,
+    that page never defines kaleido's own script ("kaleido_scopes is not defined") and no PNG is made."""
     browser = chromium()
     if not browser:
         return []
     os.environ.setdefault("BROWSER_PATH", browser)  # kaleido 1.x drives this browser
+    import kaleido
+
+    png = kaleido.calc_fig_sync(fig.to_dict(), opts=dict(format="png", width=width, height=height),
+                                kopts={"mathjax": False})
     path_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_image(path_png, width=width, height=height)
+    path_png.write_bytes(png)
     return [path_png]
 
 

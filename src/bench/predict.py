@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from bench.data import IMAGE_SUFFIXES, DataError, decode
-from bench.export import CARD, FILES, PIPELINE
+from bench.export import CARD, FILES, JOBLIB
 
 BATCH = 64
 
@@ -36,12 +36,17 @@ def load_predictor(folder: Path) -> Predictor:
     if not (folder / CARD).exists():
         raise DataError(f"{folder}: no {CARD} (write one with `bench export TRIAL --study S --out {folder}`)")
     card = json.loads((folder / CARD).read_text())
-    return Predictor(card, _runner(card["format"], folder))
+    return Predictor(card, _runner(card["format"], folder, card["objective"]))
 
 
-def _runner(fmt: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
-    if fmt == PIPELINE:
-        from objectives.mlp import MLP, load_model
+def _runner(fmt: str, folder: Path, objective: str) -> Callable[[np.ndarray], np.ndarray]:
+    if fmt == JOBLIB:
+        if objective == "bovw":
+            from bench.objectives.bovw import load_model as load_bovw
+
+            bovw = load_bovw(folder)
+            return lambda x: bovw.predict_images(x.astype(np.uint8))
+        from bench.objectives.mlp import MLP, load_model
 
         model = load_model(folder)
         return lambda x: MLP().predict_proba(model, x.astype(np.uint8))
