@@ -102,6 +102,7 @@ class TrialContext:
     # artifacts for `bench report` (bench.artifacts): None keeps none; else predictions of every complete trial, and
     # the models of the best keep_top trials of the study (every trial's with keep_models)
     trial_number: int | None = None
+    backend: str | None = None  # the artifacts' folder is per (study, backend, trial): bench.artifacts.trial_dir
     keep_top: int | None = None
     keep_models: bool = False
     artifacts: dict[str, Any] = field(default_factory=dict)  # extra JSON files a family hands to the artifact hook
