@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.backends import SearchConfig, execute_trial
 from bench.leaderboard import Leaderboard
+from bench.recorder import TrialRecorder
 from bench.objective import Pruned, TrialFailed, get_objective
 from bench.space import SearchSpace
 
@@ -32,7 +33,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
     import keras_tuner as kt
 
     objective = get_objective(config.objective)
-    board = Leaderboard(config.db_url)
+    recorder = TrialRecorder(config, "kerastuner")
     base = _tuner_class(config.sampler)
     max_epochs = int(space.fixed().get("epochs") or objective.defaults.get("epochs", 10))
 
@@ -47,7 +48,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 progress.start_trial(number)
             started = time.perf_counter()
             try:
-                result = execute_trial(objective, params, ctx, board, config, "kerastuner", number)
+                result = execute_trial(objective, params, ctx, recorder)
             except (TrialFailed, Pruned) as e:
                 if progress:
                     progress.trial_done(number, "failed", None, time.perf_counter() - started)
@@ -68,6 +69,11 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
     else:
         options.update(max_trials=config.trials)
     tuner = BenchTuner(**options)
+    old = Leaderboard(config.db_url).trial_numbers(config.study, "kerastuner")
+    if old and not tuner.oracle.trials:  # keras-tuner numbers from 0 again: the rows would collide, and are never replaced
+        raise ValueError(f"the leaderboard already holds {len(old)} kerastuner rows of study '{config.study}', but "
+                         f"keras-tuner's state for it ({Path(config.results_dir) / 'kerastuner' / config.study}) is gone: "
+                         f"restore that folder, or pick another --study")
     with progress or nullcontext():
         if progress:
             progress.begin(study_done=len(tuner.oracle.trials), total=config.trials)
