@@ -200,9 +200,14 @@ def search(
         _database_failure(e)
         raise
     wall = time.perf_counter() - start
-    from bench.leaderboard import Leaderboard
+    from bench.leaderboard import DatabaseUnreachable, Leaderboard
 
-    rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
+    try:
+        rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
+    except DatabaseUnreachable as e:  # the search's results are kept (see bench.recorder); only the summary waits
+        _say(err, f"search done in {wall:.1f} s, but {e}; rows it could not write are kept: "
+                  f"`bench leaderboard --sync` writes them once it is back")
+        return
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
     _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
     failure_log = results / name / FAILURE_LOG

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +31,11 @@ log = logging.getLogger(__name__)
 
 KEPT_ROW = "leaderboard_row"  # the Optuna trial's user attribute that holds a row the database did not take
 UNWRITTEN = "unwritten-rows.jsonl"  # in the study's run folder, for backends without an Optuna trial to hold it
-RETRY_SECONDS = 60.0  # how long a write is retried before its row is kept for later (a server restart fits in it)
+RETRY_ENV = "BENCH_DB_RETRY_SECONDS"  # how long a write is retried before its row is kept for later
+
+
+def retry_seconds() -> float:
+    return float(os.environ.get(RETRY_ENV, "60"))  # a server restart fits in a minute
 
 
 def history_of_curve(curve: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -69,7 +74,7 @@ class TrialRecorder:
     config: SearchConfig
     backend: str
     keep: Callable[[str], None] | None = None
-    retry_seconds: float = RETRY_SECONDS
+    retry_seconds: float = field(default_factory=retry_seconds)
     board: Leaderboard | None = field(default=None, repr=False)
     unwritten: list[dict[str, Any]] = field(default_factory=list, repr=False)  # kept by this process, written when it can
 
