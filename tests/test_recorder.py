@@ -205,3 +205,38 @@ def test_an_unreachable_database_is_one_line_and_exit_2(tmp_path, tiny_mit8, com
     lines = [line for line in run.stderr.splitlines() if line.strip() and not line.startswith("study ")]
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the database postgresql+psycopg2://bench:***@"), run.stderr
     assert "secret" not in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Optuna's own thread, ending
+def test_a_heartbeat_that_fails_is_retried_not_given_up(own_postgres):
+    """Optuna's heartbeat thread ends at its first failed write, after which its live trial looks dead to the other
+    workers; bench's storage keeps beating through a database restart."""
+    import sqlalchemy as sa
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from bench.backends.optuna import PatientRDBStorage
+
+    url = own_postgres.url()
+    patient = PatientRDBStorage(url, heartbeat_interval=1, grace_period=2, engine_kwargs={"pool_pre_ping": True})
+    plain = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2, engine_kwargs={"pool_pre_ping": True})
+    trial = optuna.create_study(study_name="beat", storage=patient).ask()
+    engine = sa.create_engine(url, pool_pre_ping=True)
+
+    def last_beat():
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :t"),
+                                {"t": trial._trial_id}).scalar()
+
+    beats = [HeartbeatThread(trial._trial_id, patient), HeartbeatThread(trial._trial_id, plain)]
+    for b in beats:
+        b.start()
+    time.sleep(1.5)
+    before = last_beat()
+    own_postgres.stop()
+    time.sleep(3)  # beats fail meanwhile
+    assert beats[0]._thread.is_alive() and not beats[1]._thread.is_alive()  # Optuna's own has given up
+    own_postgres.start()
+    time.sleep(3)
+    assert last_beat() > before  # the patient one beats again
+    for b in beats:
+        b.join()

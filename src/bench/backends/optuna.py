@@ -162,9 +162,11 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except CONNECTION_ERRORS as e:
+        except (optuna.exceptions.StorageInternalError, *CONNECTION_ERRORS) as e:  # Optuna wraps SQLAlchemy's errors
+            cause = e.__cause__ or e
+            lines = str(getattr(cause, "orig", None) or cause).strip().splitlines()
             logging.getLogger(__name__).warning("heartbeat of trial id %s not recorded (%s); retried at the next beat",
-                                                trial_id, str(getattr(e, "orig", e)).strip().splitlines()[0])
+                                                trial_id, lines[0] if lines else type(cause).__name__)
 
 
 def make_storage(config: SearchConfig):
