@@ -263,3 +263,8 @@ class Leaderboard:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(trials.c.study).distinct().order_by(trials.c.study))]
 
+
+@lru_cache(maxsize=8)
+def shared(url: str) -> Leaderboard:
+    """One Leaderboard (one connection pool) per URL in this process, for code that looks often (the search's sweep)."""
+    return Leaderboard(url)

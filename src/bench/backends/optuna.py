@@ -24,7 +24,7 @@ from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
 from bench.backends.processes import WorkerEvents, die_with_parent, first_worker, supervise
 from bench.data import DataError
-from bench.leaderboard import CONNECTION_ERRORS, DatabaseUnreachable, Leaderboard, driver_url
+from bench.leaderboard import CONNECTION_ERRORS, DatabaseUnreachable, Leaderboard, driver_url, shared
 from bench.recorder import KEPT_ROW, TrialRecorder, sync_study
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
@@ -202,19 +202,16 @@ def _stale_trial_handler(config: SearchConfig):
     return handle
 
 
-def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, reason: str, study=None) -> None:
-    """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung). study: the
-    trial is still RUNNING there, so a row the database does not take can be kept with it."""
-    recorder = TrialRecorder(config, "optuna")
-    if study is not None:
-        recorder = recorder.for_trial(keep=lambda row: study._storage.set_trial_user_attr(trial._trial_id, KEPT_ROW, row))
-    recorder.failed(trial.number, trial.params, reason, trial.datetime_start)
+def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung); should the
+    database not take it, `bench leaderboard --sync` rebuilds it from the failed trial."""
+    TrialRecorder(config, "optuna").failed(trial.number, trial.params, reason, trial.datetime_start)
 
 
 def _stored_row(config: SearchConfig, number: int) -> dict[str, Any] | None:
     """The trial's leaderboard row, if it has one (None too when the database cannot be reached)."""
     try:
-        return Leaderboard(config.db_url).row(config.study, "optuna", number)
+        return shared(config.db_url).row(config.study, "optuna", number)
     except (DatabaseUnreachable, *CONNECTION_ERRORS):
         return None
 
@@ -228,19 +225,22 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     if trial.state != optuna.trial.TrialState.RUNNING:
         return False
     stored = _stored_row(config, number)
-    if stored and stored["status"] == "complete":  # its process was killed after its row was written, before the tell
-        study.tell(number, [stored["val_accuracy"], stored["n_params"]] if multi_objective(config) else stored["val_accuracy"])
+    try:  # the tell is the claim: when two processes find the same lost trial, one tell wins and the other raises
+        if stored and stored["status"] == "complete":  # its process was killed after its row was written, before the tell
+            study.tell(number, [stored["val_accuracy"], stored["n_params"]] if multi_objective(config) else stored["val_accuracy"])
+            return False
+        if stored and stored["status"] == "pruned":
+            study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            return False
+        study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        if retry:
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": another one did
         return False
-    if stored and stored["status"] == "pruned":
-        study.tell(number, state=optuna.trial.TrialState.PRUNED)
-        return False
-    study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-    if retry:
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        if trial.params:  # killed before its params were drawn, it has nothing to run again
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
-    _store_failed_row(config, trial, reason, study)  # first: a row the database refuses is kept with the running trial
-    study.tell(number, state=optuna.trial.TrialState.FAIL)
+    if retry and trial.params:  # killed before its params were drawn, it has nothing to run again
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+    _store_failed_row(config, trial, reason)
     return True
 
 
@@ -510,8 +510,10 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
 
 def write_kept_rows(config: SearchConfig, study: optuna.Study) -> None:
     """Rows the database did not take, kept with their trials: written once it answers again."""
+    if not any(KEPT_ROW in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return
     try:
-        sync_study(Leaderboard(config.db_url), study, config.objective, config.seed, kept_only=True)
+        sync_study(shared(config.db_url), study, config.objective, config.seed, kept_only=True)
     except (DatabaseUnreachable, *CONNECTION_ERRORS):
         pass  # still down: the next sweep, or `bench leaderboard --sync`
 
