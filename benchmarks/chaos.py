@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -136,7 +137,9 @@ def _account(storage: str, results: Path, url: str | None) -> dict[str, int]:
     fail_orphans(config, study)  # what the next run would do with the trials a kill left RUNNING
     if storage == "postgresql":
         time.sleep(2 * HEARTBEAT + 1)
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     board = Leaderboard(config.db_url)
     rows = {r["trial_number"]: r for r in board.query(study="chaos") if r["backend"] == "optuna"}
@@ -147,7 +150,8 @@ def _account(storage: str, results: Path, url: str | None) -> dict[str, int]:
     differ = 0
     for number, row in rows.items():
         t = by_number.get(number)
-        if t is None or t.state.name not in STATES or STATES[t.state.name] != row["status"] or t.params != row["params"]:
+        same_params = all(row["params"].get(k) == v for k, v in t.params.items()) if t else False  # rows add fixed ones
+        if t is None or t.state.name not in STATES or STATES[t.state.name] != row["status"] or not same_params:
             differ += 1
         elif row["status"] == "complete" and abs(row["val_accuracy"] - t.values[0]) > 1e-9:
             differ += 1
