@@ -69,8 +69,8 @@ def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContex
     database does not take is kept by the recorder, never raised: a trial's result outlives a database restart.
     """
     started, number = now(), ctx.trial_number
-    stop.check()  # a stop asked for during the last trial: do not start another
     try:
+        stop.check()  # a stop asked for during the last trial: do not start this one (its row says so)
         result = objective.run(params, ctx)
     except Pruned as e:
         recorder.pruned(number, params, e.epoch, started, ctx.curve, ctx.n_params, seed=ctx.seed)
