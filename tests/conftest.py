@@ -72,26 +72,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PostgresServer:
+    """A real PostgreSQL server on loopback, from Debian's packages, in a folder of its own; a test may stop and start it."""
+
+    def __init__(self):
+        bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+        if bindir is None:
+            pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        self.bindir = bindir
+        self.folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's root-only tmp: it runs as postgres
+        self.data = self.folder / "data"
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.run_as:
+            shutil.chown(self.folder, "postgres")
+        self.port = _free_port()
+        subprocess.run(self.run_as + [str(bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "bench"],
+                       check=True, capture_output=True)
+        self.start()
+
+    def url(self, driver: str = "+psycopg2") -> str:
+        return f"postgresql{driver}://bench@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run(self.run_as + [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
+                                      "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run(self.run_as + [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL server on loopback, from Debian's packages, started for these tests."""
+    """A real PostgreSQL server on loopback, started for these tests."""
     if os.environ.get("BENCH_TEST_POSTGRES"):
         yield os.environ["BENCH_TEST_POSTGRES"]
         return
-    bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's root-only tmp: the server runs as postgres
-    data = folder / "data"
-    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if run_as:
-        shutil.chown(folder, "postgres")
-    port = _free_port()
-    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bench"], check=True, capture_output=True)
-    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    server = PostgresServer()
     try:
-        yield f"postgresql+psycopg2://bench@127.0.0.1:{port}/postgres"
+        yield server.url()
     finally:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test's own, which it may stop (a database restart) and start again."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.remove()

@@ -32,6 +32,14 @@ def test_kerastuner_trials_write_rows(tmp_path, tiny_mit8, sampler, trials):
         assert ("momentum" in r["params"]) == (r["params"]["optimizer"] == "sgd")
         assert r["params"]["epochs"] in (1, 2)
     assert (tmp_path / "kerastuner" / "kt").is_dir()
+    if sampler == "random":  # keras-tuner's state gone, the rows kept: a re-run would number from 0 again, so it refuses
+        import shutil
+
+        shutil.rmtree(tmp_path / "kerastuner" / "kt")
+        again = CliRunner().invoke(app, ["search", "tinynet", "--backend", "kerastuner", "--sampler", sampler, "--space",
+                                         str(path), "--trials", str(trials), "--data", str(tiny_mit8), "--results", str(tmp_path)])
+        assert again.exit_code == 2 and "already holds 3 kerastuner rows of study 'kt'" in again.output, again.output
+        assert Leaderboard(db_url(None, tmp_path)).query(study="kt") == rows
 
 
 def test_kerastuner_rejects_optuna_samplers(tmp_path, tiny_mit8):

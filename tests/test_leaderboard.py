@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bench.leaderboard import Leaderboard, TrialRecord, db_url
+from bench.leaderboard import Leaderboard, RowExists, TrialRecord, db_url
 from bench.objective import Result
 
 
@@ -25,11 +25,13 @@ def exercise(board: Leaderboard, s: str = "board-test") -> None:
     board.append(record(2, res=result(0.70, 5_000), study=s))
     board.append(record(3, status="failed", failure_reason="loss became NaN at epoch 2", study=s))
     board.append(record(4, status="pruned", failure_reason="pruned after epoch 2", n_params=1234, study=s))
-    board.append(record(0, res=result(0.81, 50_000), study=s))  # the same trial written again replaces its row
+    board.append(record(0, res=result(0.80, 50_000), study=s))  # the same row again (a retried write): a no-op
+    with pytest.raises(RowExists, match="trial 0 of study .* already has a complete row"):
+        board.append(record(0, status="failed", failure_reason="later", study=s))  # a row is never replaced
 
     by_acc = board.query(study=s)
     assert [r["trial_number"] for r in by_acc] == [1, 0, 2, 3, 4]  # rows without accuracy come last
-    assert by_acc[1]["val_accuracy"] == pytest.approx(0.81)
+    assert by_acc[1]["val_accuracy"] == pytest.approx(0.80)
     assert [r["trial_number"] for r in board.query(study=s, sort="params", status="complete")] == [2, 0, 1]
     by_ratio = board.query(study=s, sort="ratio", top=1)[0]
     assert by_ratio["trial_number"] == 2 and by_ratio["ratio"] == pytest.approx(0.70 * 1e5 / 5_000)

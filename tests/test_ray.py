@@ -103,6 +103,14 @@ def test_interrupted_experiment_resumes_without_rerunning(tmp_path, tiny_mit8):
         if r["trial_number"] in done_before:
             assert r["finished_at"] == done_before[r["trial_number"]]
 
+    # a new run of the same study (no --resume) numbers its trials after the study's rows and replaces none of them
+    before = {r["trial_number"]: (r["params"], r["finished_at"]) for r in rows}
+    again = subprocess.run(bench("search", "tinynet", "--backend", "ray", "--pruner", "none", "--space", space_file(tmp_path),
+                                 "--trials", 2, "--data", tiny_mit8, "--results", tmp_path),
+                           env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = {r["trial_number"]: (r["params"], r["finished_at"]) for r in board.query(study="rayspace")}
+    assert sorted(after) == [0, 1, 2, 3, 4, 5, 6] and all(after[n] == before[n] for n in before)
 
 def _listening(root_pid: int) -> set[tuple[str, str, int]]:
     """(process name, address, port) of every listening TCP socket held by root_pid or its descendants."""

@@ -96,8 +96,9 @@ def test_nsga2_is_multi_objective_and_asha_prunes(tmp_path, tiny_mit8):
     assert len(stored) == 5 and {r["status"] for r in stored} <= {"complete", "pruned"}
     for r in stored:
         if r["status"] == "pruned":  # the partial curve and size of a pruned trial are kept
-            assert r["n_params"] > 0 and r["extras"]["history"] and r["epochs"] is None
-            cut_at = len(r["extras"]["history"])  # the log says at which epoch
+            cut_at = r["epochs"]  # the epochs it trained, as data; its partial curve in the one history shape
+            assert r["n_params"] > 0 and len(r["extras"]["history"]["val_accuracy"]) == cut_at
+            assert r["failure_reason"] == f"pruned after epoch {cut_at}"
             assert f"trial {r['trial_number']} pruned at epoch {cut_at} val_acc=" in run.output
 
 
@@ -187,7 +188,7 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
     assert any(r["status"] == "pruned" for r in stored)
     for r in stored:
         if r["status"] == "pruned":
-            assert r["epochs"] is None and len(r["extras"]["history"]) in (1, 3)  # stopped at a rung: epoch 1 or 3
+            assert r["epochs"] in (1, 3) and len(r["extras"]["history"]["val_accuracy"]) == r["epochs"]  # at a rung
     wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
     assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output
 

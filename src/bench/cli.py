@@ -82,7 +82,10 @@ def _check_data(root: Path, test_fraction: float, val_fraction: float, seed: int
 def _board(db: Optional[str], results: Path):
     from bench.leaderboard import Leaderboard, db_url
 
-    return Leaderboard(db_url(db, results))
+    try:
+        return Leaderboard(db_url(db, results))
+    except ValueError as e:  # DatabaseUnreachable, or a postgresql:// URL without a driver
+        fail(str(e))
 
 
 def _parse_assignments(text: Optional[str]) -> dict[str, Any]:
@@ -197,9 +200,14 @@ def search(
         _database_failure(e)
         raise
     wall = time.perf_counter() - start
-    from bench.leaderboard import Leaderboard
+    from bench.leaderboard import DatabaseUnreachable, Leaderboard
 
-    rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
+    try:
+        rows = [r for r in Leaderboard(config.db_url).query(study=name, sort="accuracy") if r["backend"] == backend]
+    except DatabaseUnreachable as e:  # the search's results are kept (see bench.recorder); only the summary waits
+        _say(err, f"search done in {wall:.1f} s, but {e}; rows it could not write are kept: "
+                  f"`bench leaderboard --sync` writes them once it is back")
+        return
     counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "pruned", "failed")}
     _print_rows([r for r in rows if r["status"] == "complete"][:10], f"study {name}: top trials by validation accuracy")
     failure_log = results / name / FAILURE_LOG
@@ -298,7 +306,8 @@ def _stoppable(interrupted: str):
 def _database_failure(e: Exception) -> None:
     """A database that cannot be reached is one line (its password masked), not a traceback of SQLAlchemy's."""
     if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
-        fail(f"cannot use the database: {e.orig}".strip())
+        lines = str(e.orig).strip().splitlines()
+        fail(f"cannot use the database: {lines[0] if lines else type(e.orig).__name__}")
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -338,6 +347,11 @@ def leaderboard(
     top: Optional[int] = typer.Option(20, "--top", help="Rows to show (0 for all)."),
     status: Optional[str] = typer.Option(None, "--status", help="complete, pruned or failed."),
     fmt: Format = typer.Option(Format.table, "--format"),
+    sync: bool = typer.Option(False, "--sync", help="First write the rows the leaderboard lacks: those kept while the "
+                              "database was down (with the Optuna trials, or in RESULTS/<study>/unwritten-rows.jsonl), "
+                              "and failed or pruned Optuna trials without a row."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="With --sync: the Optuna storage to read. "
+                                          "Default: RESULTS/optuna.journal."),
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -346,6 +360,8 @@ def leaderboard(
     from bench.safe import csv_cell
 
     study = _study_name(study)
+    if sync:
+        _sync(study, storage, results, db)
     if sort not in SORTS:
         fail(f"--sort must be one of {', '.join(SORTS)}, got '{sort}'")
     rows = _board(db, results).query(objective=objective, study=study, status=status, sort=sort, top=top or None)
@@ -362,6 +378,37 @@ def leaderboard(
             writer.writeheader()
             writer.writerows({k: csv_cell(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows)
         sys.stdout.write(buf.getvalue())
+
+
+def _sync(study: Optional[str], storage: Optional[str], results: Path, db: Optional[str]) -> None:
+    """Write the missing rows of the storage's studies (or of --study) into the leaderboard; one line per study."""
+    import optuna
+
+    from bench.backends import SearchConfig
+    from bench.backends.optuna import make_storage
+    from bench.recorder import sync_files, sync_study
+
+    board = _board(_leaderboard_url(db, storage, results), results)  # the search's own default
+    written = sync_files(board, results)
+    if written:
+        _say(err, f"synced {written} rows kept in {results}/*/unwritten-rows.jsonl")
+    journal = results / "optuna.journal"
+    if not storage and not journal.exists():
+        return
+    try:
+        optuna_storage = make_storage(SearchConfig(objective="", study=study or "sync", trials=0, db_url="",
+                                                   results_dir=results, storage=storage))
+        names = [study] if study else optuna.get_all_study_names(optuna_storage)
+        for name in names:
+            loaded = optuna.load_study(study_name=name, storage=optuna_storage)
+            seed = (loaded.user_attrs.get("search") or {}).get("seed", 0)
+            n, lost = sync_study(board, loaded, loaded.user_attrs.get("objective", ""), seed)
+            lost_note = f"; {len(lost)} complete trials have no row and none kept ({lost[:10]})" if lost else ""
+            _say(err, f"synced study {name}: {n} rows written{lost_note}")
+    except KeyError:
+        fail(f"no study '{study}' in {storage or journal}")
+    except ValueError as e:
+        fail(str(e))
 
 
 @plot_app.command("pareto")

@@ -62,6 +62,7 @@ class TrialRecord:
     result: Result | None = None
     failure_reason: str | None = None
     n_params: int | None = None  # known without a result for pruned trials
+    epochs: int | None = None  # without a result: the epochs a pruned trial trained before it was stopped
     extras: dict[str, Any] = field(default_factory=dict)
     code_version: str = field(default_factory=lambda: code_version())
 
@@ -73,7 +74,7 @@ class TrialRecord:
             "trial_number": self.trial_number, "params": _jsonable(self.params), "status": self.status,
             "failure_reason": self.failure_reason, "seed": self.seed, "code_version": self.code_version,
             "started_at": self.started_at, "finished_at": self.finished_at, "n_params": self.n_params,
-            "extras": _jsonable(self.extras),
+            "epochs": self.epochs, "extras": _jsonable(self.extras),
         }
         if self.result is not None:
             r = self.result.as_dict()
@@ -125,10 +126,50 @@ def now() -> datetime:
 def db_url(db: str | None, results_dir: Path) -> str:
     """A URL as given, a bare path as a SQLite file, nothing as results/leaderboard.db."""
     if db and "://" in db:
-        return db
+        return driver_url(db)
     path = Path(db) if db else results_dir / "leaderboard.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
+
+
+POSTGRES_DRIVERS = (("psycopg2", "psycopg2"), ("psycopg", "psycopg"))  # (module, SQLAlchemy dialect), preferred first
+
+
+def driver_url(url: str) -> str:
+    """A PostgreSQL URL with the driver that is installed: SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3,
+    and bench's `postgres` extra installs psycopg2. Other URLs, and URLs that name their driver, stay as they are.
+    (Used for the leaderboard and for Optuna's storage alike.)"""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, dialect in POSTGRES_DRIVERS:
+        if importlib.util.find_spec(module):
+            return f"postgresql+{dialect}://{rest}"
+    raise ValueError("a postgresql:// URL needs a PostgreSQL driver: pip install 'bench[postgres]' (psycopg2)")
+
+
+class DatabaseUnreachable(ValueError):
+    """A database that cannot be reached: one line, its password masked (a ValueError: the CLI exits 2 on it)."""
+
+    def __init__(self, url: str, error: Exception):
+        from bench.safe import mask
+
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+        super().__init__(mask(f"cannot reach the database {url}: {cause[0] if cause else type(error).__name__}"))
+
+
+CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)  # server down, restarting, or a locked SQLite file
+
+
+class RowExists(Exception):
+    """The trial already has a different row: rows are never replaced (a re-run continues the numbering instead)."""
+
+    def __init__(self, row: dict[str, Any]):
+        self.row = row
+        super().__init__(f"trial {row['trial_number']} of study '{row['study']}' ({row['backend']}) already has a "
+                         f"{row['status']} row; it is kept")
 
 
 def _rename_old_table(engine) -> None:
@@ -148,7 +189,14 @@ def _rename_old_table(engine) -> None:
 
 class Leaderboard:
     def __init__(self, url: str):
-        self.url = url
+        """Connects (and creates the table); DatabaseUnreachable when the server cannot be reached."""
+        url = self.url = driver_url(url)
+        try:
+            self._connect(url)
+        except CONNECTION_ERRORS as e:
+            raise DatabaseUnreachable(url, e) from None
+
+    def _connect(self, url: str) -> None:
         if url.startswith("sqlite"):
             # several local workers append at once: WAL plus a generous lock timeout
             self.engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -162,13 +210,35 @@ class Leaderboard:
             if "leaderboard" not in sa.inspect(self.engine).get_table_names():
                 raise
 
-    def append(self, record: TrialRecord) -> None:
-        """Insert a trial's row, or replace it when the same (study, backend, trial) is written again."""
-        row = record.row()
-        key = (trials.c.study == row["study"]) & (trials.c.backend == row["backend"]) & (trials.c.trial_number == row["trial_number"])
-        with self.engine.begin() as conn:
-            conn.execute(trials.delete().where(key))
-            conn.execute(trials.insert().values(**row))
+    def append(self, record: TrialRecord | dict[str, Any]) -> None:
+        """Insert a trial's row (a TrialRecord, or its row()). A row is never replaced: the same row written again
+        (a retry whose first commit did get through) is a no-op; a different one raises RowExists."""
+        row = record.row() if isinstance(record, TrialRecord) else record
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(trials.insert().values(**row))
+        except sa.exc.IntegrityError:
+            old = self.row(row["study"], row["backend"], row["trial_number"])
+            if old is None:  # not the one-row-per-trial constraint after all
+                raise
+            if (old["status"], old["params"]) != (row["status"], _jsonable(row["params"])):
+                raise RowExists(old) from None
+
+    def row(self, study: str, backend: str, trial_number: int) -> dict[str, Any] | None:
+        key = (trials.c.study == study) & (trials.c.backend == backend) & (trials.c.trial_number == trial_number)
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(trials).where(key)).first()
+        return dict(found._mapping) if found else None
+
+    def trial_numbers(self, study: str, backend: str) -> set[int]:
+        """The trial numbers that have a row."""
+        q = sa.select(trials.c.trial_number).where((trials.c.study == study) & (trials.c.backend == backend))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(q)}
+
+    def next_trial_number(self, study: str, backend: str) -> int:
+        """One past the study's largest trial number for this backend (0 for a new study): where a new run starts."""
+        return max(self.trial_numbers(study, backend), default=-1) + 1
 
     def query(self, objective: str | None = None, study: str | None = None, status: str | None = None,
               sort: str = "accuracy", top: int | None = None) -> list[dict[str, Any]]:
@@ -193,3 +263,8 @@ class Leaderboard:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(trials.c.study).distinct().order_by(trials.c.study))]
 
+
+@lru_cache(maxsize=8)
+def shared(url: str) -> Leaderboard:
+    """One Leaderboard (one connection pool) per URL in this process, for code that looks often (the search's sweep)."""
+    return Leaderboard(url)

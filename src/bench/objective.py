@@ -28,7 +28,11 @@ OBJECTIVES: dict[str, str] = {
 
 
 class Pruned(Exception):
-    """The backend stopped this trial early (its partial curve is kept)."""
+    """The backend stopped this trial early, after `epoch` epochs (its partial curve is kept)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"pruned after epoch {epoch}")
 
 
 class TrialFailed(Exception):
@@ -117,7 +121,7 @@ class TrialContext:
         if self.progress:
             self.progress(epoch, total_epochs, metrics)
         if self.report_hook and self.report_hook(epoch, metrics):
-            raise Pruned(f"pruned after epoch {epoch + 1}")
+            raise Pruned(epoch + 1)
 
     @cached_property
     def catalog(self) -> bdata.Catalog:

@@ -242,7 +242,8 @@ def _meta_backend(folder: Path) -> str | None:
 
 
 def history_of(row: dict[str, Any]) -> dict[str, list[float]]:
-    """Per-epoch curves as lists: complete rows hold Keras' history dict, pruned/failed rows a list of per-epoch dicts."""
+    """Per-epoch curves as lists, as every row holds them since bench.recorder (older pruned/failed rows hold a list of
+    per-epoch dicts, read here too)."""
     h = (row.get("extras") or {}).get("history") or {}
     if isinstance(h, list):
         keys = sorted({k for e in h for k in e if k != "epoch"})
@@ -700,7 +701,7 @@ def study_report(board: Leaderboard, study: str, out: Path, results: Path | None
 
     page.section("pruned-failed", "Pruned and failed trials")
     pruned = [r for r in rows if r["status"] == "pruned"]
-    at = Counter(int(m.group(1)) for r in pruned if (m := re.search(r"epoch (\d+)", r.get("failure_reason") or "")))
+    at = Counter(r["epochs"] for r in pruned if r.get("epochs") is not None)  # the epochs it trained, stored as data
     page.text(f"{counts['pruned']} pruned, {counts['failed']} failed of {len(rows)} trials")
     if at:
         page.table([{"pruned after epoch": e, "trials": n} for e, n in sorted(at.items())])

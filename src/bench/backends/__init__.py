@@ -13,8 +13,9 @@ from typing import Any
 
 from bench import stop
 from bench.data import DataError
-from bench.leaderboard import Leaderboard, TrialRecord, now
+from bench.leaderboard import now
 from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
+from bench.recorder import TrialRecorder
 from bench.safe import study_name
 
 BACKENDS = {"optuna": "bench.backends.optuna", "ray": "bench.backends.ray", "kerastuner": "bench.backends.kerastuner"}
@@ -61,38 +62,30 @@ class SearchConfig:
         )
 
 
-def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContext, board: Leaderboard,
-                  config: SearchConfig, backend: str, trial_number: int) -> Result:
-    """Run one trial and store its row whatever happens: complete, pruned, or failed with the reason.
+def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContext, recorder: TrialRecorder) -> Result:
+    """Run trial ctx.trial_number and store its row whatever happens: complete, pruned, or failed with the reason.
 
-    Pruned and TrialFailed go on to the backend; bad data ends the whole search (every trial would fail).
+    Pruned and TrialFailed go on to the backend; bad data ends the whole search (every trial would fail). A row the
+    database does not take is kept by the recorder, never raised: a trial's result outlives a database restart.
     """
-    started = now()
-
-    def store(status: str, result: Result | None = None, reason: str | None = None, n_params: int | None = None):
-        board.append(TrialRecord(
-            study=config.study, objective=config.objective, backend=backend, trial_number=trial_number,
-            params=params, status=status, seed=ctx.seed, started_at=started, finished_at=now(), result=result,
-            failure_reason=reason, n_params=n_params, extras={"history": ctx.curve} if result is None else {},
-        ))
-
-    stop.check()  # a stop asked for during the last trial: do not start another
+    started, number = now(), ctx.trial_number
     try:
+        stop.check()  # a stop asked for during the last trial: do not start this one (its row says so)
         result = objective.run(params, ctx)
     except Pruned as e:
-        store("pruned", reason=str(e), n_params=ctx.n_params)
+        recorder.pruned(number, params, e.epoch, started, ctx.curve, ctx.n_params, seed=ctx.seed)
         raise
     except DataError:
         raise
     except KeyboardInterrupt:
-        store("failed", reason="interrupted by the user (Ctrl-C)", n_params=ctx.n_params)
+        recorder.failed(number, params, "interrupted by the user (Ctrl-C)", started, ctx.curve, ctx.n_params, seed=ctx.seed)
         raise
     except Exception as e:  # any failure of one trial is stored, and the sweep goes on
         reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
-        store("failed", reason=reason, n_params=ctx.n_params)
-        log_failure(ctx.run_dir / FAILURE_LOG, trial_number, params)
+        log_failure(ctx.run_dir / FAILURE_LOG, number, params)
+        recorder.failed(number, params, reason, started, ctx.curve, ctx.n_params, seed=ctx.seed)
         raise TrialFailed(reason) from e
-    store("complete", result=result)
+    recorder.complete(number, params, result, started, seed=ctx.seed)
     return result
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.backends import SearchConfig, execute_trial
 from bench.leaderboard import Leaderboard
+from bench.recorder import TrialRecorder
 from bench.objective import Pruned, TrialFailed, get_objective
 from bench.space import SearchSpace
 
@@ -40,7 +41,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
 
         limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
         runs = LimitedObjective(config.objective, limited)
-    board = Leaderboard(config.db_url)
+    recorder = TrialRecorder(config, "kerastuner")
     base = _tuner_class(config.sampler)
     max_epochs = int(space.fixed().get("epochs") or objective.defaults.get("epochs", 10))
 
@@ -55,7 +56,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 progress.start_trial(number)
             started = time.perf_counter()
             try:
-                result = execute_trial(runs, params, ctx, board, config, "kerastuner", number)
+                result = execute_trial(runs, params, ctx, recorder)
             except (TrialFailed, Pruned) as e:
                 if progress:
                     progress.trial_done(number, "failed", None, time.perf_counter() - started)
@@ -76,6 +77,11 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
     else:
         options.update(max_trials=config.trials)
     tuner = BenchTuner(**options)
+    old = Leaderboard(config.db_url).trial_numbers(config.study, "kerastuner")
+    if old and not tuner.oracle.trials:  # keras-tuner numbers from 0 again: the rows would collide, and are never replaced
+        raise ValueError(f"the leaderboard already holds {len(old)} kerastuner rows of study '{config.study}', but "
+                         f"keras-tuner's state for it ({Path(config.results_dir) / 'kerastuner' / config.study}) is gone: "
+                         f"restore that folder, or pick another --study")
     try:
         with progress or nullcontext():
             if progress:

@@ -24,7 +24,8 @@ from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
 from bench.backends.processes import WorkerEvents, die_with_parent, first_worker, supervise
 from bench.data import DataError
-from bench.leaderboard import Leaderboard, TrialRecord, now
+from bench.leaderboard import CONNECTION_ERRORS, DatabaseUnreachable, Leaderboard, driver_url, shared
+from bench.recorder import KEPT_ROW, TrialRecorder, sync_study
 from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
 from bench.space import SearchSpace
@@ -186,14 +187,34 @@ def is_database_url(storage: str | None) -> bool:
     return bool(storage) and storage.split("://")[0].split("+")[0] in ("postgresql", "mysql", "sqlite")
 
 
+class PatientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeat outlives a transient database error. Optuna records heartbeats in a thread
+    that ends at the first exception (storages/_heartbeat.py: HeartbeatThread._record_heartbeat), so one failed write
+    left a live trial silent: after the grace period another worker failed it and ran it again, while the first went
+    on to store it too. Here a failed heartbeat is logged and the thread tries again at its next beat."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (optuna.exceptions.StorageInternalError, *CONNECTION_ERRORS) as e:  # Optuna wraps SQLAlchemy's errors
+            cause = e.__cause__ or e
+            lines = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            logging.getLogger(__name__).warning("heartbeat of trial id %s not recorded (%s); retried at the next beat",
+                                                trial_id, lines[0] if lines else type(cause).__name__)
+
+
 def make_storage(config: SearchConfig):
     """A database URL gets heartbeats: a worker that dies mid-trial has that trial failed and retried by the others."""
     if is_database_url(config.storage):
         warnings.filterwarnings("ignore", message=".*heartbeat_interval.*", category=optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            config.storage, heartbeat_interval=config.heartbeat, grace_period=2 * config.heartbeat,
-            heartbeat_stale_trial_callback=_stale_trial_handler(config), engine_kwargs={"pool_pre_ping": True},
-        )
+        url = driver_url(config.storage)
+        try:
+            return PatientRDBStorage(
+                url, heartbeat_interval=config.heartbeat, grace_period=2 * config.heartbeat,
+                heartbeat_stale_trial_callback=_stale_trial_handler(config), engine_kwargs={"pool_pre_ping": True},
+            )
+        except CONNECTION_ERRORS as e:
+            raise DatabaseUnreachable(url, e) from None
     if config.storage:
         return config.storage
     path = config.results_dir / "optuna.journal"
@@ -216,12 +237,17 @@ def _stale_trial_handler(config: SearchConfig):
 
 
 def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, reason: str) -> None:
-    """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung)."""
-    Leaderboard(config.db_url).append(TrialRecord(
-        study=config.study, objective=config.objective, backend="optuna", trial_number=trial.number,
-        params=trial.params, status="failed", seed=config.seed + trial.number, started_at=trial.datetime_start,
-        finished_at=now(), failure_reason=reason,
-    ))
+    """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung); should the
+    database not take it, `bench leaderboard --sync` rebuilds it from the failed trial."""
+    TrialRecorder(config, "optuna").failed(trial.number, trial.params, reason, trial.datetime_start)
+
+
+def _stored_row(config: SearchConfig, number: int) -> dict[str, Any] | None:
+    """The trial's leaderboard row, if it has one (None too when the database cannot be reached)."""
+    try:
+        return shared(config.db_url).row(config.study, "optuna", number)
+    except (DatabaseUnreachable, *CONNECTION_ERRORS):
+        return None
 
 
 def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reason: str, retry: bool = False) -> bool:
@@ -232,12 +258,19 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state != optuna.trial.TrialState.RUNNING:
         return False
-    try:  # two processes may sweep the same orphan: the first to store it wins, the other leaves it alone
+    stored = _stored_row(config, number)
+    try:  # the tell is the claim: when two processes find the same lost trial, one tell wins and the other raises
+        if stored and stored["status"] == "complete":  # its process was killed after its row was written, before the tell
+            study.tell(number, [stored["val_accuracy"], stored["n_params"]] if multi_objective(config) else stored["val_accuracy"])
+            return False
+        if stored and stored["status"] == "pruned":
+            study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            return False
         study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
         if retry:
             study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.tell(number, state=optuna.trial.TrialState.FAIL)
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": another one did
         return False
     if retry and trial.params:  # killed before its params were drawn, it has nothing to run again
         anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
@@ -352,7 +385,7 @@ def stop_at_total(total: int):
     return check
 
 
-def _trial_function(objective: Objective, space: SearchSpace, config: SearchConfig, board: Leaderboard, progress=None):
+def _trial_function(objective: Objective, space: SearchSpace, config: SearchConfig, recorder: TrialRecorder, progress=None):
     multi = multi_objective(config)
 
     def run(trial: optuna.Trial):
@@ -372,8 +405,9 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
         ctx = config.context(trial.number, "optuna", report_hook=report, progress=progress.epoch if progress else None)
         if progress:
             progress.start_trial(trial.number)
+        kept = recorder.for_trial(keep=lambda row: trial.set_user_attr(KEPT_ROW, row))  # the database is down: kept here
         try:
-            result = execute_trial(objective, params, ctx, board, config, "optuna", trial.number)
+            result = execute_trial(objective, params, ctx, kept)
         except Pruned as e:
             raise optuna.TrialPruned(str(e)) from None
         except TrialFailed as e:
@@ -431,7 +465,7 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
     until it has run that many)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, space)
-    board = Leaderboard(config.db_url)
+    recorder = TrialRecorder(config, "optuna")  # connects on its first write: a worker starts while the database is down
     objective = get_objective(config.objective)
     remaining = config.trials - finished_count(study)
     if max_trials is not None:
@@ -440,10 +474,17 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
         return
     all_fail = StopWhenAllFail()
     callbacks = [stop_at_total(config.trials), all_fail] + ([progress.on_trial_finished] if progress else [])
-    study.optimize(
-        _trial_function(objective, space, config, board, progress), n_trials=remaining, timeout=config.timeout,
-        catch=(TrialFailed,), callbacks=callbacks,  # families free their own memory (Objective.release)
-    )
+    try:
+        study.optimize(
+            _trial_function(objective, space, config, recorder, progress), n_trials=remaining, timeout=config.timeout,
+            catch=(TrialFailed,), callbacks=callbacks,  # families free their own memory (Objective.release)
+        )
+    except ValueError as e:  # another worker failed our trial (its heartbeat was late) and runs it again
+        if not str(e).startswith("Cannot tell a"):
+            raise
+        logging.getLogger(__name__).warning("a trial of this worker was failed by another worker while it ran (%s); "
+                                            "its first row is kept, and this worker process makes way for a fresh one", e)
+        return
     if all_fail.reason is not None:
         raise ValueError(f"stopped: the first {all_fail.n} trials all failed with the same reason, which every trial "
                          f"would hit: {all_fail.reason} (tracebacks: {config.results_dir / config.study / FAILURE_LOG})")
@@ -482,10 +523,11 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
 
     last_sweep = [time.time()]
 
-    def sweep() -> None:  # trials a killed search or worker left behind, found while we run
+    def sweep() -> None:  # trials a killed search or worker left behind, and rows the database did not take
         if time.time() - last_sweep[0] > ORPHAN_GRACE:
             last_sweep[0] = time.time()
             fail_orphans(config, study)
+            write_kept_rows(config, study)
 
     def more() -> bool:
         return finished_count(study) < config.trials and (deadline is None or time.time() < deadline)
@@ -502,6 +544,30 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
         if more():
             supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
                       trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory, tick=sweep)
+    write_kept_rows(config, study)
+
+
+def write_kept_rows(config: SearchConfig, study: optuna.Study) -> None:
+    """Rows the database did not take, kept with their trials: written once it answers again."""
+    if not any(KEPT_ROW in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return
+    try:
+        sync_study(shared(config.db_url), study, config.objective, config.seed, kept_only=True)
+    except (DatabaseUnreachable, *CONNECTION_ERRORS):
+        pass  # still down: the next sweep, or `bench leaderboard --sync`
+
+
+def refuse_a_new_study_over_old_rows(config: SearchConfig) -> None:
+    """A study new to its Optuna storage numbers its trials from 0: where the leaderboard already holds rows of that
+    study (its journal was deleted, or --storage changed) they would collide, and rows are never replaced."""
+    if config.study in optuna.get_all_study_names(make_storage(config)):
+        return
+    rows = Leaderboard(config.db_url).trial_numbers(config.study, "optuna")
+    if rows:
+        raise ValueError(
+            f"the leaderboard already holds {len(rows)} optuna rows of study '{config.study}', but its Optuna storage "
+            f"({config.storage or config.results_dir / 'optuna.journal'}) has no such study (journal deleted, or another "
+            f"--storage): give the storage that holds it, or pick another --study")
 
 
 def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study:
@@ -510,6 +576,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None) -> optuna.Study
         raise ValueError(f"--sampler {config.sampler} is multi-objective: use --pruner pareto-asha or none, not {config.pruner}")
     if config.pruner == "pareto-asha" and not multi_objective(config):
         raise ValueError("--pruner pareto-asha ranks trials on (accuracy, params): use it with --sampler nsga2 or motpe")
+    refuse_a_new_study_over_old_rows(config)
     study = open_study(config, space)  # created once here, so workers only load it
     fail_orphans(config, study)
     _supervise(config, space, study, progress)

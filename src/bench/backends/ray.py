@@ -19,7 +19,8 @@ from typing import Any
 from ray.tune import Callback
 
 from bench.backends import SearchConfig
-from bench.leaderboard import Leaderboard, TrialRecord, now
+from bench.leaderboard import Leaderboard, now
+from bench.recorder import TrialRecorder
 from bench.objective import Pruned, Result, TrialFailed, get_objective
 from bench.safe import mask
 from bench.space import SearchSpace
@@ -73,39 +74,57 @@ _DB_URLS: dict[str, str] = {}  # the driver's leaderboard URL, password included
 
 
 class StreamToLeaderboard(Callback):
-    """Runs in the driver: one leaderboard row per finished trial, as it finishes (module-level: pickled by name)."""
+    """Runs in the driver: one leaderboard row per finished trial, as it finishes (module-level: pickled by name).
 
-    def __init__(self, config: SearchConfig):
-        self.config, self.board = config, None
+    first_number: Ray numbers trials from 0 in each run, so a new run of a study that has rows goes on after its
+    largest trial number (rows are never replaced); Tune pickles this callback with the experiment, so a --resume
+    keeps the numbering of the run it restores."""
+
+    def __init__(self, config: SearchConfig, first_number: int = 0):
+        self.config, self.first_number, self.recorder = config, first_number, None
 
     def __getstate__(self):  # Tune saves its callbacks with the experiment: keep the database engine and password out
-        return {"config": replace(self.config, db_url=mask(self.config.db_url)), "board": None}
+        return {"config": replace(self.config, db_url=mask(self.config.db_url)), "first_number": self.first_number,
+                "recorder": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update({"first_number": 0, **state})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._store(trials.index(trial), trial, trial.last_result or {})
+        self._store(self.first_number + trials.index(trial), trial, trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._store(trials.index(trial), trial, trial.last_result or {}, error=f"Ray trial error: {_error_text(trial)}")
+        self._store(self.first_number + trials.index(trial), trial, trial.last_result or {},
+                    error=f"Ray trial error: {_error_text(trial)}")
 
     def _store(self, number: int, trial, last: dict, error: str | None = None):
         """number: the trial's place in Tune's trial list (creation order, kept by a restore)."""
         config = self.config
-        result, status, reason = None, "complete", error
+        result, status = None, "complete"
+        if self.recorder is None:
+            self.recorder = TrialRecorder(replace(config, db_url=_DB_URLS.get(config.study, config.db_url)), "ray")
+        params, seed, started = dict(trial.config), config.seed + _trial_seed_offset(trial.trial_id), _started(trial)
         if error or last.get("failed"):
-            status, reason = "failed", error or last["failed"]
+            status = "failed"
+            self.recorder.failed(number, params, error or last["failed"], started, n_params=last.get("n_params"), seed=seed)
         elif not last.get("final"):
-            status, reason = "pruned", f"stopped by ASHA after epoch {last.get('epoch', 0)}"
+            status = "pruned"
+            epoch = int(last.get("epoch", 0))
+            self.recorder.pruned(number, params, epoch, started, n_params=last.get("n_params"), seed=seed,
+                                 reason=f"stopped by ASHA after epoch {epoch}")
         else:
             result = Result(**{k: last[k] for k in RESULT_FIELDS})
-        self.board = self.board or Leaderboard(_DB_URLS.get(config.study, config.db_url))
-        self.board.append(TrialRecord(
-            study=config.study, objective=config.objective, backend="ray", trial_number=number, params=dict(trial.config),
-            status=status, seed=config.seed + _trial_seed_offset(trial.trial_id), started_at=now(), finished_at=now(), result=result,
-            failure_reason=reason, n_params=last.get("n_params"),
-        ))
+            self.recorder.complete(number, params, result, started, seed=seed)
         progress = _PROGRESS.get(config.study)
         if progress:
             progress.trial_done(number, status, result.val_accuracy if result else None, float(last.get("time_total_s", 0.0)))
+
+
+def _started(trial):
+    """When the trial began: Tune's last result gives its run time so far."""
+    from datetime import timedelta
+
+    return now() - timedelta(seconds=float((trial.last_result or {}).get("time_total_s") or 0.0))
 
 
 def _trial_seed_offset(trial_id: str) -> int:
@@ -160,6 +179,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
             searcher = OptunaSearch(space=space.to_optuna, metric="val_accuracy", mode="max", sampler=sampler,
                                     points_to_evaluate=space.start or None)
             max_epochs = int(space.fixed().get("epochs") or 20)
+            first_number = Leaderboard(config.db_url).next_trial_number(config.study, "ray")  # after the study's rows
             # max_t one past the last epoch: ASHA must not stop a trial before it sends its final result
             scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs + 1, grace_period=1, reduction_factor=3)
                          if config.pruner == "asha" else FIFOScheduler())
@@ -168,7 +188,7 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", search_alg=searcher, scheduler=scheduler,
                                             num_samples=config.trials, time_budget_s=config.timeout),
                 run_config=tune.RunConfig(name=config.study, storage_path=str(storage), verbose=0,
-                                          callbacks=[StreamToLeaderboard(config)]),
+                                          callbacks=[StreamToLeaderboard(config, first_number)]),
             )
         with progress or nullcontext():
             if progress:
