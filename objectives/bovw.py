@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import data as bdata
-from bench.bovw.descriptors import DescriptorSpec, LocalFeatures, load_features, parse_sizes
+from bench.bovw.descriptors import BINARY, DescriptorSpec, LocalFeatures, cached_store, load_features, parse_sizes
 from bench.bovw.pipeline import BoVWError, BoVWPipeline, PipelineConfig, fisher_dim, pyramid_cells
 from bench.objective import FitInfo, Objective, TrialContext, classification_metrics
 
+MODEL_FILE = "model.joblib"  # matches bench.artifacts.MODEL_GLOB
 SPEC_KEYS = ("descriptor", "keypoints", "step", "patch_sizes", "max_features", "image_size", "color")
 PIPE_KEYS = tuple(f for f in PipelineConfig.__dataclass_fields__ if f not in ("seed", "classifier_seed"))
 
@@ -157,6 +159,29 @@ class BoVW(Objective):
 
     def predict_proba(self, model: BoVWModel, x: np.ndarray) -> np.ndarray:
         return model.pipeline.predict_proba(model.features, x)
+
+    def save_model(self, model: BoVWModel, folder) -> Path:
+        """folder/model.joblib: the fitted pipeline (codebook, projections, classifier) and the settings, with the key of
+        the descriptor store its inputs index (the images' descriptors stay in the disk cache, not copied here)."""
+        import joblib
+
+        path = Path(folder) / MODEL_FILE
+        joblib.dump({"spec": model.spec, "config": model.config, "pipeline": model.pipeline, "cv_folds": model.cv_folds,
+                     "cv_metrics": model.cv_metrics, "n_train": model.n_train, "n_classes": model.n_classes,
+                     "cache_dir": str(model.cache_dir), "features": model.features.key}, path)
+        return path
+
+    def load_model(self, folder) -> BoVWModel:
+        """What save_model wrote, predicting on image indices of the same data's descriptor store, which must still be
+        in its cache (a pickle, which runs code as it loads: load only from a results folder you trust)."""
+        import joblib
+
+        saved = joblib.load(Path(folder) / MODEL_FILE)
+        features = cached_store(saved["cache_dir"], saved["features"], saved["spec"].descriptor in BINARY)
+        if features is None:
+            raise BoVWError(f"{folder}: the descriptors it predicts from are no longer cached under {saved['cache_dir']}")
+        return BoVWModel(saved["spec"], saved["config"], features, saved["cache_dir"], saved["cv_folds"], saved["pipeline"],
+                         saved["cv_metrics"], saved["n_train"], saved["n_classes"])
 
     def count_params(self, model: BoVWModel) -> int:
         """Codebook + projections + classifier (see the module docstring); an upper bound until the model is fitted."""

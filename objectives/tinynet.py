@@ -14,7 +14,8 @@ import numpy as np
 
 from bench import keras_train as kt
 from bench.data import Split
-from bench.objective import FitInfo, Objective, TrialContext, TrialFailed
+from bench.keras_objective import KerasObjective
+from bench.objective import FitInfo, TrialContext, TrialFailed
 
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
 INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "random_normal", "zeros")
@@ -24,7 +25,7 @@ def block_filters(blocks: int, base: int, growth: float, cap: int) -> list[int]:
     return [max(1, min(cap, int(round(base * growth**i)))) for i in range(blocks)]
 
 
-class TinyNet(Objective):
+class TinyNet(KerasObjective):
     name = "tinynet"
     # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
     quick_params = {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16}
@@ -48,13 +49,7 @@ class TinyNet(Objective):
         "head": "gap",
         "dense_units": 0,
         "head_dropout": 0.0,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "one_cycle": False,
-        "batch_size": 32,
-        "epochs": 20,
-        "patience": 0,
+        **KerasObjective.training_defaults,  # adam, lr 1e-3, batch 32, 20 epochs, no one-cycle, no early stopping
         "flip": True,
         "shift": 0.0,
         "label_smoothing": 0.0,
@@ -129,19 +124,3 @@ class TinyNet(Objective):
         if any(type(layer).__name__ == "RandomFlip" for layer in model.layers):
             proba = (proba + kt.predict_keras(model, x[:, :, ::-1])) / 2
         return proba
-
-    def count_params(self, model) -> int:
-        """Every weight of the network, as Keras counts them (batch-norm moving statistics included)."""
-        return int(model.count_params())
-
-    def release(self, model) -> None:
-        kt.release_keras()
-
-    def save_model(self, model, folder):
-        """The whole Keras model (architecture, weights, optimizer state) as folder/model.keras."""
-        path = folder / "model.keras"
-        model.save(path)
-        return path
-
-    def set_seed(self, seed: int) -> None:
-        kt.seed_everything(seed)

@@ -157,7 +157,7 @@ def search(
     if sampler is None and pruner is None and backend == "optuna":  # how the space says it is best searched
         sampler, pruner = the_space.sampler, the_space.pruner
     sampler = sampler or chosen.SAMPLERS[0]
-    pruner = pruner or (chosen.default_pruner(sampler) if hasattr(chosen, "default_pruner") else chosen.PRUNERS[0])
+    pruner = pruner or chosen.default_pruner(sampler)
     if sampler not in chosen.SAMPLERS:
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
@@ -169,7 +169,7 @@ def search(
             the_space.grid()
         except SpaceError as e:
             fail(str(e))
-    if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
+    if the_space.prune_within and pruner != "none" and pruner not in chosen.GROUPED_PRUNERS:
         err.print(f"[yellow]note: the space's prune_within: {escape(the_space.prune_within)} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
     config = SearchConfig(

@@ -7,7 +7,7 @@ Formats of a Keras network (tinynet, transfer, inception, mlp's end_to_end varia
     onnx        DIR/model.onnx            (tf2onnx on the inference function; run by onnxruntime)
 A model whose prediction is more than one network call (mlp's svm, patches and patch_bovw variants: a network plus a
 fitted SVM, codebook or patch aggregation) exports as its pipeline: DIR/model.keras + DIR/model-head.joblib, read back by
-objectives.mlp.load_model; --format pipeline (the only one it takes).
+the family's load_model (MLP.load_model); --format pipeline (the only one it takes).
 
 Every export writes DIR/model-card.json: the classes in output order, the input size and colour mode, the
 preprocessing, the params, the trial's validation and test metrics, the data fingerprint and the code version.
@@ -83,14 +83,13 @@ def retrain(row: dict[str, Any], into: Path, data_root: Path | None, settings: d
 
 
 def load_model(objective: str, params: dict[str, Any], folder: Path):
-    """The saved model in folder: a Keras model, or objectives.mlp's MLPModel for a pipeline."""
-    if is_pipeline(objective, params):
-        from objectives.mlp import load_model as load_mlp
+    """The saved model in folder, read back by its family (Objective.load_model): for a pipeline the family's own model
+    (objectives/mlp.py's MLPModel), else the Keras network in it (KerasObjective.network)."""
+    from bench.objective import get_objective
 
-        return load_mlp(folder)
-    from bench.keras_train import keras
-
-    return keras().models.load_model(folder / "model.keras", compile=False)
+    family = get_objective(objective)
+    model = family.load_model(folder)
+    return model if is_pipeline(objective, params) else family.network(model)
 
 
 # --- the card ---

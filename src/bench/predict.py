@@ -36,20 +36,22 @@ def load_predictor(folder: Path) -> Predictor:
     if not (folder / CARD).exists():
         raise DataError(f"{folder}: no {CARD} (write one with `bench export TRIAL --study S --out {folder}`)")
     card = json.loads((folder / CARD).read_text())
-    return Predictor(card, _runner(card["format"], folder))
+    return Predictor(card, _runner(card["format"], folder, card["objective"]))
 
 
-def _runner(fmt: str, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
-    if fmt == PIPELINE:
-        from objectives.mlp import MLP, load_model
+def _runner(fmt: str, folder: Path, objective: str) -> Callable[[np.ndarray], np.ndarray]:
+    if fmt == PIPELINE:  # read back and run by its family (Objective.load_model, predict_proba)
+        from bench.objective import get_objective
 
-        model = load_model(folder)
-        return lambda x: MLP().predict_proba(model, x.astype(np.uint8))
-    path = folder / FILES[fmt]
+        family = get_objective(objective)
+        model = family.load_model(folder)
+        return lambda x: family.predict_proba(model, x.astype(np.uint8))
+    path = folder / FILES.get(fmt, "")
     if fmt == "keras":
-        from bench.keras_train import keras, predict_keras
+        from bench.keras_objective import load_network
+        from bench.keras_train import predict_keras
 
-        model = keras().models.load_model(path, compile=False)
+        model = load_network(folder)
         return lambda x: predict_keras(model, x)
     if fmt == "savedmodel":
         import tensorflow as tf

@@ -393,6 +393,7 @@ def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: in
 
 
 def default_pruner(sampler: str) -> str:
+    """The multi-objective samplers get the Pareto-aware pruner, the others ASHA."""
     return "pareto-asha" if sampler in MULTI_OBJECTIVE else PRUNERS[0]
 
 

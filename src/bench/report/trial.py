@@ -54,13 +54,18 @@ def artifacts_folder(row: dict[str, Any], results: Path | None = None) -> Path |
 
 
 def saved_network(row: dict[str, Any], folder: Path | None):
-    """The trial's saved Keras network, None when the folder holds none."""
-    path = folder / "model.keras" if folder else None
-    if path is None or not path.exists():
-        return None
-    from bench.keras_train import keras
+    """The trial's saved Keras network, read back by its family (KerasObjective.load_model, .network); None when the
+    folder holds no model.keras or the family is not a Keras one."""
+    from bench.keras_objective import MODEL_FILE, KerasObjective
+    from bench.objective import get_objective
 
-    return keras().models.load_model(path, compile=False)
+    if folder is None or not (folder / MODEL_FILE).exists():
+        return None
+    try:
+        family = get_objective(row["objective"])
+    except KeyError:  # a family of one's own that this process does not know (no --objective-file, no entry point)
+        return None
+    return family.network(family.load_model(folder)) if isinstance(family, KerasObjective) else None
 
 
 def _inside(root: str, relative: str) -> bool:
