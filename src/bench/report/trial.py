@@ -150,7 +150,8 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
                   f"<code>{escape(outside[0].encode('utf-8', 'backslashreplace').decode())}</code>")
         paths = []
     if model is None:
-        page.text("not available: no saved model for this trial (only the top-k trials keep theirs, or use --keep-models)")
+        page.text("not available: no saved Keras model for this trial (only the top-k trials keep theirs, or use "
+                  "--keep-models)")
     elif not paths or not root or not Path(root).is_dir():
         page.text("not available: the test images are not found (give --data ROOT)")
     else:
