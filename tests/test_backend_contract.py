@@ -78,7 +78,18 @@ def test_every_backend_gives_the_protocol(name):
     assert set(STATUSES) == set(BACKENDS)  # a new backend gets its expected statuses here
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(BACKENDS)])
+# Ray stores its rows from the driver, apart from execute_trial: its pruned rows have neither the size nor the curve yet
+# (the one TrialRecorder for every backend is under way); strict, so this mark goes when they do
+KNOWN_GAPS = {"ray": pytest.mark.xfail(reason="Ray's pruned rows lack n_params and the curve", strict=True)}
+
+
+def _backend_params():
+    for n in sorted(BACKENDS):
+        marks = [pytest.mark.slow] if n in SLOW else []
+        yield pytest.param(n, marks=marks + ([KNOWN_GAPS[n]] if n in KNOWN_GAPS else []))
+
+
+@pytest.mark.parametrize("name", list(_backend_params()))
 def test_every_backend_writes_one_row_per_trial_as_its_status_says(name, made_images, tmp_path, monkeypatch):
     pytest.importorskip({"optuna": "optuna", "ray": "ray.tune", "kerastuner": "keras_tuner"}[name])
     monkeypatch.chdir(tmp_path)
@@ -108,6 +119,7 @@ def test_every_backend_writes_one_row_per_trial_as_its_status_says(name, made_im
         elif r["status"] == "pruned":
             assert r["params"]["signal"] != "broken" and r["val_accuracy"] is None
             assert r["n_params"] == 4 * 8 * 8 * 3 and "epoch" in r["failure_reason"]
+            assert [e["epoch"] for e in r["extras"]["history"]] == list(range(len(r["extras"]["history"]))) != []
         else:
             assert r["params"]["signal"] == "broken" and "signal=broken fails on purpose" in r["failure_reason"]
             assert r["val_accuracy"] is None
