@@ -66,6 +66,13 @@ class Page:
         self.parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                                       config={"displaylogo": False}))
 
+    def figure_or_text(self, name: str, fig, missing: str) -> None:
+        """The figure, or the paragraph `missing` (caller-written HTML) where there is no figure (None)."""
+        if fig is None:
+            self.text(missing)
+        else:
+            self.figure(name, fig)
+
     def write(self, path: Path, png: bool = True) -> list[Path]:
         """The HTML page, and PNGs named <page>-<figure>.png beside it when chromium is installed; returns the paths."""
         from plotly.offline import get_plotlyjs

@@ -56,17 +56,13 @@ def study_report(board: Leaderboard, study: str, out: Path, results: Path | None
     imp, source = metrics.param_importances(rows, metrics.load_optuna_study(study, storage, results))
     timings["importances"] = time.perf_counter() - tick
     page.section("importance", "Parameter importances", f"fANOVA (optuna.importance) of validation accuracy, on {escape(source)}")
-    if imp:
-        page.figure("importance", figures.importance_figure(imp))
-    else:
-        page.text("not available: needs at least two complete trials whose params and accuracies vary")
+    page.figure_or_text("importance", figures.importance_figure(imp) if imp else None,
+                        "not available: needs at least two complete trials whose params and accuracies vary")
 
     page.section("parallel", "Parallel coordinates")
-    if len(complete) >= 2:
-        varying = list(imp) or sorted({k for r in complete for k in r["params"]})
-        page.figure("parallel", figures.parallel_figure(metrics.parallel_dimensions(rows, varying)))
-    else:
-        page.text("not available: fewer than two complete trials")
+    varying = list(imp) or sorted({k for r in complete for k in r["params"]})
+    page.figure_or_text("parallel", figures.parallel_figure(metrics.parallel_dimensions(rows, varying)) if len(complete) >= 2
+                        else None, "not available: fewer than two complete trials")
 
     page.section("pruned-failed", "Pruned and failed trials")
     page.text(f"{summary['pruned']} pruned, {summary['failed']} failed of {len(rows)} trials")

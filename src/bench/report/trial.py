@@ -106,10 +106,7 @@ def trial_report(row: dict[str, Any], out: Path, results: Path | None = None, da
 
     hist = metrics.history_of(row)
     page.section("curves", "Training curves", "train (solid) and validation (dashed), per epoch")
-    if hist:
-        page.figure("curves", figures.curves_figure(hist))
-    else:
-        page.text("no per-epoch history in this row")
+    page.figure_or_text("curves", figures.curves_figure(hist) if hist else None, "no per-epoch history in this row")
 
     pred_file = np.load(folder / "predictions.npz") if folder else None
     classes = list(row.get("extras", {}).get("classes") or [])
