@@ -114,9 +114,6 @@ class TinyNet(KerasObjective):
         outputs = L.Dense(split.num_classes, activation="softmax", kernel_initializer=init)(x)
         return k.Model(inputs, outputs, name="tinynet")
 
-    def fit(self, model, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
-        return kt.fit_keras(model, split, params, ctx)
-
     def predict_proba(self, model, x: np.ndarray) -> np.ndarray:
         """Class probabilities; a model trained on horizontal flips also sees each image flipped, and the two are
         averaged (test-time augmentation: the flip is in the model, so a saved model predicts the same way)."""

@@ -31,6 +31,15 @@ def get(url: str):
         return json.loads(r.read())
 
 
+def dashboard_command() -> list[str]:
+    """What the `optuna-dashboard` console script runs (its entry point, from the installed distribution), in this
+    interpreter: the script itself sits in the environment that installed the package, which need not be ours."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="optuna-dashboard")
+    return [sys.executable, "-c", f"import sys; from {script.module} import {script.attr}; sys.exit({script.attr}())"]
+
+
 def test_optuna_dashboard_serves_a_bench_study(tmp_path, tiny_mit8):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
@@ -39,8 +48,7 @@ def test_optuna_dashboard_serves_a_bench_study(tmp_path, tiny_mit8):
     assert run.exit_code == 0, run.output
     journal = tmp_path / "results" / "optuna.journal"
     port = free_port()
-    cli = Path(sys.executable).with_name("optuna-dashboard")
-    server = subprocess.Popen([str(cli), str(journal), "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([*dashboard_command(), str(journal), "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"

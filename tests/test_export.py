@@ -1,6 +1,10 @@
 """bench export / predict / compare on a real tiny search of the real MIT8 images: every format reloaded by its own
-runtime and checked against Keras on real images; a trial without a kept model re-trained; an MLP+SVM pipeline."""
+runtime and checked against Keras on real images; a trial without a kept model re-trained; the MLP+SVM and BoVW
+pipelines (joblib), read back in a fresh process."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from bench.leaderboard import Leaderboard, db_url
 
 SPACE = {
     "objective": "tinynet",
-    "params": {"input_size": 32, "blocks": 2, "epochs": 1, "batch_size": 16,
+    "params": {"input_size": 32, "blocks": 2, "epochs": 1, "batch_size": 16, "flip": True,
                "base_filters": {"type": "categorical", "choices": [4, 8]}},
 }
 
@@ -44,7 +48,8 @@ def real_images(root, n=12):
 
 def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny_mit8):
     from bench.keras_train import keras
-    from bench.predict import load_predictor
+    from bench.objectives.tinynet import TinyNet
+    from bench.predict import image_files, load_predictor, predict_files
 
     tmp, rows = searched
     best = rows[0]
@@ -60,14 +65,21 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
     assert card["metrics"]["test_accuracy"] == best["test_accuracy"] and card["n_params"] == best["n_params"]
     assert len(card["data_fingerprint"]) == 16 and card["code_version"]["search"] == best["code_version"]
 
+    assert "mirror" in card["preprocessing"]  # trained on flips: TinyNet predicts the mean over the image and its mirror
     paths = real_images(tiny_mit8)
     x = np.stack([decode(p, 32) for p in paths]).astype(np.float32)
     kept = keras().models.load_model(tmp / "results" / "tiny" / f"trial-{best['trial_number']}" / "model.keras")
-    reference = np.asarray(kept(x, training=False))
+    reference = TinyNet().predict_proba(kept, x)  # the family's own prediction, as the search measured test
     assert reference.shape == (len(paths), 8)
+    assert np.abs(reference - np.asarray(kept(x, training=False))).max() > 1e-3  # the flip average is not a no-op
+    stored = stored_test_proba(tmp / "results", "tiny", best)
+    test_paths = image_files([tiny_mit8 / "test"])
     for fmt in cards:
-        got = load_predictor(tmp / f"out-{fmt}").predict(x)
-        np.testing.assert_allclose(got, reference, atol=1e-4, err_msg=fmt)
+        predictor = load_predictor(tmp / f"out-{fmt}")
+        np.testing.assert_allclose(predictor.predict(x), reference, atol=1e-4, err_msg=fmt)
+        got = predict_files(predictor, test_paths).proba  # every test image, read by bench predict's loader
+        want = np.stack([stored[str(p.relative_to(tiny_mit8))] for p in test_paths])
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=fmt)  # the search's own test probabilities
     import onnxruntime  # the ONNX file really runs on onnxruntime, not on TensorFlow
     session = onnxruntime.InferenceSession(str(tmp / "out-onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], reference, atol=1e-4)
@@ -122,29 +134,115 @@ def test_predict_takes_any_size_and_mode_and_unlabelled_files(searched, tmp_path
     assert all(line.split(",")[2] == "" for line in lines) and "labelled" not in run.output  # no class folders
 
 
+def kept_and_other(rows, results, study):
+    """(the row whose trial kept its model under --keep-top 1, the other one)."""
+    kept = [r for r in rows if list((results / study / f"trial-{r['trial_number']}").glob("model*"))]
+    assert len(kept) == 1, [r["trial_number"] for r in kept]
+    return kept[0], next(r for r in rows if r is not kept[0])
+
+
+def stored_test_proba(results, study, row):
+    """The search's own test probabilities of the trial, by image path relative to the data root."""
+    with np.load(results / study / f"trial-{row['trial_number']}" / "predictions.npz") as f:
+        return dict(zip(map(str, f["test_paths"]), f["test_proba"]))
+
+
+def csv_proba(path, root):
+    lines = path.read_text().splitlines()[1:]
+    return {str(Path(line.split(",")[0]).relative_to(root)): np.array([float(v) for v in line.split(",")[3:]])
+            for line in lines}
+
+
+def fresh_predict(model, images, csv_path, cwd):
+    """`bench predict` in a new process, run from outside the checkout (the installed package, nothing in memory)."""
+    bench = Path(sys.executable).parent / "bench"
+    run = subprocess.run([str(bench), "predict", "--model", str(model), str(images), "--out", str(csv_path)], cwd=cwd,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
 def test_mlp_svm_exports_its_pipeline_and_predicts(tmp_path, tiny_mit8):
     space = tmp_path / "svm.yaml"
     space.write_text(yaml.safe_dump({"objective": "mlp", "params": {
-        "variant": "svm", "input_size": 16, "hidden_layers": 1, "units": 32, "epochs": 1, "svm_kernel": "rbf"}}))
-    cli("search", "mlp", "--space", space, "--data", tiny_mit8, "--results", tmp_path / "results", "--trials", 1,
-        "--study", "svm")
-    bad = CliRunner().invoke(app, ["export", "--study", "svm", "--format", "onnx", "--results", str(tmp_path / "results")])
-    assert bad.exit_code == 2 and "--format pipeline" in bad.output
+        "variant": "svm", "input_size": 16, "hidden_layers": 1, "epochs": 1, "svm_kernel": "rbf",
+        "units": {"type": "categorical", "choices": [32, 48]}}}))
+    results = tmp_path / "results"
+    cli("search", "mlp", "--space", space, "--data", tiny_mit8, "--results", results, "--trials", 2, "--study", "svm",
+        "--pruner", "none", "--sampler", "grid", "--keep-top", 1)
+    kept, other = kept_and_other(Leaderboard(db_url(None, results)).query(study="svm"), results, "svm")
+    bad = CliRunner().invoke(app, ["export", "--study", "svm", "--format", "onnx", "--results", str(results)])
+    assert bad.exit_code == 2 and "--format joblib" in bad.output
     out = tmp_path / "svm-export"
-    cli("export", "--study", "svm", "--format", "pipeline", "--out", out, "--results", tmp_path / "results")
+    cli("export", kept["trial_number"], "--study", "svm", "--format", "joblib", "--out", out, "--results", results)
     card = json.loads((out / "model-card.json").read_text())
     assert card["files"] == ["model.keras", "model-head.joblib"] and card["input"]["size"] == 16
-    row = Leaderboard(db_url(None, tmp_path / "results")).query(study="svm")[0]
-    csv_path = tmp_path / "svm.csv"
-    run = cli("predict", "--model", out, tiny_mit8 / "test", "--out", csv_path)
-    assert f"accuracy {row['test_accuracy']:.3f}" in run.output  # the exported pipeline gives the search's test accuracy
+    assert card["format"] == "joblib" and card["retrained"] is None
+    output = fresh_predict(out, tiny_mit8 / "test", tmp_path / "svm.csv", tmp_path)
+    assert f"accuracy {kept['test_accuracy']:.3f}" in output  # the exported pipeline gives the search's test accuracy
+    got, stored = csv_proba(tmp_path / "svm.csv", tiny_mit8), stored_test_proba(results, "svm", kept)
+    assert got.keys() == stored.keys()
+    for path in stored:
+        np.testing.assert_allclose(got[path], stored[path], atol=2e-5, err_msg=path)
+
+    again = tmp_path / "svm-retrained"
+    run = cli("export", other["trial_number"], "--study", "svm", "--format", "joblib", "--out", again,
+              "--results", results, "--data", tiny_mit8)
+    assert "training it again" in run.output
+    card = json.loads((again / "model-card.json").read_text())
+    assert card["retrained"]["metrics"]["val_accuracy"] == pytest.approx(other["val_accuracy"], abs=1e-9)
 
 
-def test_bovw_says_it_cannot_be_exported_yet(tmp_path):
-    from bench.export import ExportError, is_pipeline
+BOVW_SPACE = {"objective": "bovw", "params": {
+    "image_size": 64, "step": 16, "patch_sizes": "8", "levels": 1, "cv_folds": 2, "svm_kernel": "intersection",
+    "k": {"type": "categorical", "choices": [12, 16]}}}
 
-    with pytest.raises(ExportError, match="BoVW"):
-        is_pipeline("bovw", {})
+
+def test_bovw_exports_its_pipeline_and_a_fresh_process_predicts_the_same(tmp_path, tiny_mit8):
+    """Dense SIFT -> codebook -> spatial pyramid (1 + 4 cells) -> intersection-kernel SVM on the real images: the exported pipeline,
+    read back in a new process, extracts the descriptors of the test images again and gives the search's own test
+    probabilities; a trial the search did not keep is re-trained and gives its own."""
+    from bench.predict import image_files, load_predictor, predict_files
+
+    space = tmp_path / "bovw.yaml"
+    space.write_text(yaml.safe_dump(BOVW_SPACE))
+    results = tmp_path / "results"
+    cli("search", "bovw", "--space", space, "--data", tiny_mit8, "--results", results, "--trials", 2, "--study", "bovw",
+        "--pruner", "none", "--sampler", "grid", "--keep-top", 1)
+    rows = Leaderboard(db_url(None, results)).query(study="bovw", status="complete")
+    kept, other = kept_and_other(rows, results, "bovw")
+    for fmt in ("onnx", "tflite", "keras"):
+        bad = CliRunner().invoke(app, ["export", "--study", "bovw", "--format", fmt, "--results", str(results)])
+        assert bad.exit_code == 2 and "skl2onnx" in bad.output and "--format joblib" in bad.output, bad.output
+
+    out = tmp_path / "bovw-export"
+    cli("export", kept["trial_number"], "--study", "bovw", "--format", "joblib", "--out", out, "--results", results)
+    card = json.loads((out / "model-card.json").read_text())
+    assert card["files"] == ["model.joblib"] and card["format"] == "joblib" and card["retrained"] is None
+    assert card["classes"] == sorted(p.name for p in (tiny_mit8 / "train").iterdir())
+    assert card["input"] == {"size": 64, "channels": 3, "colour_mode": "RGB"} and "sift" in card["preprocessing"]
+    assert card["params"]["k"] == kept["params"]["k"] and card["metrics"]["val_accuracy"] == kept["val_accuracy"]
+    assert len(card["data_fingerprint"]) == 16
+
+    output = fresh_predict(out, tiny_mit8 / "test", tmp_path / "bovw.csv", tmp_path)
+    assert f"24 labelled images: accuracy {kept['test_accuracy']:.3f}" in output and "confusion" in output
+    got, stored = csv_proba(tmp_path / "bovw.csv", tiny_mit8), stored_test_proba(results, "bovw", kept)
+    assert got.keys() == stored.keys() and len(got) == 24
+    for path in stored:  # the CSV holds 6 decimals
+        np.testing.assert_allclose(got[path], stored[path], atol=1e-6, err_msg=path)
+
+    again = tmp_path / "bovw-retrained"
+    run = cli("export", other["trial_number"], "--study", "bovw", "--format", "joblib", "--out", again,
+              "--results", results, "--data", tiny_mit8)
+    assert "training it again" in run.output
+    card = json.loads((again / "model-card.json").read_text())
+    assert "did not keep" in card["retrained"]["why"] and card["params"]["k"] == other["params"]["k"]
+    assert card["retrained"]["metrics"]["val_accuracy"] == pytest.approx(other["val_accuracy"], abs=1e-9)
+    paths = image_files([tiny_mit8 / "test"])
+    preds = predict_files(load_predictor(again), paths)
+    stored = stored_test_proba(results, "bovw", other)
+    for path, proba in zip(paths, preds.proba):
+        np.testing.assert_allclose(proba, stored[str(path.relative_to(tiny_mit8))], atol=1e-6)
 
 
 def test_compare_one_line_per_study_with_fronts_and_paper_figure(searched, tmp_path, tiny_mit8):
@@ -164,3 +262,23 @@ def test_compare_one_line_per_study_with_fronts_and_paper_figure(searched, tmp_p
     run = cli("compare", "--results", tmp / "results", "--out", page, "--no-png")
     assert "tinynet" in run.output and "Pareto front" in run.output and page.exists()
     assert "Which family wins" in page.read_text()
+
+
+def test_compare_writes_a_real_png_through_kaleido(searched, tmp_path):
+    from PIL import Image
+
+    from bench.plots import chromium
+
+    if not chromium():
+        pytest.skip("no chromium: bench compare writes the HTML page only")
+    tmp, _ = searched
+    page = tmp_path / "compare.html"
+    run = cli("compare", "--results", tmp / "results", "--out", page)
+    png = page.with_suffix(".png")
+    assert f"wrote {png}" in run.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000  # two panels of markers and fronts, not a blank
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (1200, 520)  # write_page's figure size
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 20  # drawn: axes, text, markers (a blank page has one colour)

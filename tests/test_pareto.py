@@ -55,13 +55,20 @@ def test_nondominated_sorting_on_a_hand_made_table():
     assert nondominated_ranks(RUNG) == [1, 0, 0, 2, 3, 0]
 
 
-def test_pareto_promotion_picks_the_non_dominated_trials():
+def test_pareto_promotion_picks_the_non_dominated_trials_above_the_median():
+    # the median accuracy is 0.80: 0.70@5k is on the front (nothing is smaller) but not promoted for its size alone
     promoted = [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=2)]
-    assert promoted == [1, 2, 5]  # the three non-dominated trials, not the three most accurate (which would take 0)
-    by_accuracy = sorted(range(len(RUNG)), key=lambda i: -RUNG[i][0])[:3]
-    assert sorted(by_accuracy) == [0, 1, 5]
+    assert promoted == [0, 1, 5]
     assert [i for i in range(len(RUNG)) if pareto_promotable(i, RUNG, reduction_factor=3)] == [1, 5]
-    assert pareto_promotable(0, [(0.1, 10)], reduction_factor=3)  # a lone trial goes on
+    # above the median, a front member goes on before a more accurate dominated one: 0.82@45k before 0.83@500k
+    rung = [(0.85, 400_000), (0.82, 45_000), (0.60, 5_000), (0.83, 500_000), (0.50, 600_000), (0.40, 700_000)]
+    assert [i for i in range(6) if pareto_promotable(i, rung, reduction_factor=3)] == [0, 1]
+
+
+def test_a_rung_promotes_nobody_until_it_holds_reduction_factor_trials():
+    assert not pareto_promotable(0, [(0.9, 10)], reduction_factor=3)
+    assert not pareto_promotable(0, [(0.9, 10), (0.1, 20)], reduction_factor=3)
+    assert pareto_promotable(0, [(0.9, 10), (0.1, 20), (0.2, 30)], reduction_factor=3)
 
 
 def test_hypervolume_against_hand_computed_areas():
@@ -70,3 +77,23 @@ def test_hypervolume_against_hand_computed_areas():
     assert hypervolume([(0.5, 1.0), (0.8, 3.0)], (0.0, 4.0)) == pytest.approx(1.8)
     assert hypervolume([(0.5, 1.0), (0.8, 3.0), (0.4, 2.0)], (0.0, 4.0)) == pytest.approx(1.8)  # dominated adds nothing
     assert hypervolume([(0.5, 5.0)], (0.0, 4.0)) == 0.0
+
+
+def test_two_objective_tpe_counts_the_pruned_trials_that_went_furthest_as_good():
+    import optuna
+    from optuna.samplers._tpe.sampler import _split_trials
+    from optuna.trial import TrialState
+
+    from bench.backends.optuna import _RungOrder
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, values=[0.9, 100]))
+    rungs = [{"rung_1": [0.3, 10]}, {"rung_1": [0.5, 10]}, {"rung_1": [0.6, 10], "rung_3": [0.7, 10]}, {"rung_1": [0.2, 10]}]
+    for x, attrs in zip((0.1, 0.2, 0.3, 0.4), rungs):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, state=TrialState.PRUNED, user_attrs=attrs))
+    trials = study.get_trials(deepcopy=False)
+    plain, _ = _split_trials(study, trials, 3)  # Optuna alone: the first pruned trials by number
+    ranked, _ = _split_trials(_RungOrder(study), _RungOrder(study)._get_trials(deepcopy=False), 3)
+    assert [t.params["x"] for t in plain] == [0.5, 0.1, 0.2]
+    assert sorted(t.params["x"] for t in ranked) == [0.2, 0.3, 0.5]  # the one at rung 3, then the best of rung 1

@@ -143,8 +143,9 @@ def test_study_report_has_every_section_and_pngs(searched):
 
 
 def test_a_family_without_a_hold_out_or_a_model_keeps_its_test_predictions(tmp_path, tiny_mit8):
-    """BoVW validates by cross-validation (empty val arrays) and saves no Keras model: artifacts still work, its own
-    model file loads back to the same predictions, and the page says why there is no Grad-CAM."""
+    """BoVW validates by cross-validation (empty val arrays) and saves no Keras model (its pipeline is model.joblib, for
+    bench export): artifacts still work, its own model file loads back to the same predictions, and the page says why
+    there is no Grad-CAM."""
     from bench.objective import TrialContext, get_objective
     from bench.report import trial_report
 

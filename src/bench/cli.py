@@ -643,7 +643,7 @@ def _best_or_trial(study: str, trial: Optional[int], board):
 def export_cmd(
     trial: Optional[int] = typer.Argument(None, help="Trial number in --study. Default: the study's best on validation."),
     study: str = typer.Option(..., "--study"),
-    fmt: str = typer.Option("keras", "--format", help="keras, savedmodel, tflite, onnx; pipeline for mlp's svm / patch variants."),
+    fmt: str = typer.Option("keras", "--format", help="keras, savedmodel, tflite, onnx; joblib for bovw and mlp's svm / patch variants."),
     output: Optional[Path] = typer.Option(None, "--out", help="Folder. Default: RESULTS/export/<study>-trial-<n>-<format>."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the study (for its seed and split). Default: RESULTS/optuna.journal."),
     data: Optional[Path] = DataOpt,
@@ -686,7 +686,7 @@ def predict_cmd(
 
     from rich.progress import track
 
-    from bench.export import PIPELINE, ExportError, export_trial, is_pipeline
+    from bench.export import JOBLIB, ExportError, export_trial, is_pipeline
     from bench.predict import image_files, load_predictor, predict_files
 
     if (model is None) == (study is None):
@@ -695,7 +695,7 @@ def predict_cmd(
         if study:
             row = _best_or_trial(study, trial, _board(db, results))
             try:
-                fmt = PIPELINE if is_pipeline(row["objective"], row["params"]) else "keras"
+                fmt = JOBLIB if is_pipeline(row["objective"], row["params"]) else "keras"
                 export_trial(row, fmt, Path(tmp), results, data, _study_settings(study, storage, results),
                              log=lambda m: err.print(m, highlight=False))
             except ExportError as e:

@@ -5,9 +5,13 @@ Formats of a Keras network (tinynet, transfer, inception, mlp's end_to_end varia
     savedmodel  DIR/saved_model/          (TensorFlow SavedModel, its `serve` endpoint; TF Serving, TF.js converters)
     tflite      DIR/model.tflite          (TensorFlow's converter from that SavedModel; run by LiteRT / tf.lite)
     onnx        DIR/model.onnx            (tf2onnx on the inference function; run by onnxruntime)
-A model whose prediction is more than one network call (mlp's svm, patches and patch_bovw variants: a network plus a
-fitted SVM, codebook or patch aggregation) exports as its pipeline: DIR/model.keras + DIR/model-head.joblib, read back by
-the family's load_model (MLP.load_model); --format pipeline (the only one it takes).
+A model whose prediction is more than one network call exports as its pipeline, --format joblib (the only one it takes):
+    mlp's svm, patches and patch_bovw variants (a network plus a fitted SVM, codebook or patch aggregation):
+                DIR/model.keras + DIR/model-head.joblib, read back by MLP.load_model
+    bovw        DIR/model.joblib: the descriptor settings and the fitted codebook / projection / SVM, read back by
+                BoVW.load_model. No ONNX or TFLite: its first step is OpenCV's descriptor extraction
+                (dense SIFT, ...), which no maintained converter takes (skl2onnx converts scikit-learn estimators only).
+joblib files are pickles: they run code as they load, so load only files you trust.
 
 Every export writes DIR/model-card.json: the classes in output order, the input size and colour mode, the
 preprocessing, the params, the trial's validation and test metrics, the data fingerprint and the code version.
@@ -27,14 +31,25 @@ from typing import Any, Callable
 import numpy as np
 
 KERAS_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
-PIPELINE = "pipeline"
-FORMATS = (*KERAS_FORMATS, PIPELINE)
+JOBLIB = "joblib"
+FORMATS = (*KERAS_FORMATS, JOBLIB)
 CARD = "model-card.json"
 FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 KERAS_FAMILIES = ("tinynet", "transfer", "inception")
-PREPROCESSING = ("decode the file with PIL; convert to {mode}; resize to {size}x{size} (bilinear); feed the uint8 pixel "
-                 "values as float32 in 0..255, shape (N, {size}, {size}, {channels}), channels last; the model scales "
-                 "them itself (its first layers); the output is one softmax probability per class, in `classes` order")
+PIPELINE_FILES = {"mlp": ("model.keras", "model-head.joblib"), "bovw": ("model.joblib",)}  # what each save_model writes
+DECODE = "decode the file with PIL; convert to {mode}; resize to {size}x{size} (bilinear)"
+PREPROCESSING = (DECODE + "; feed the uint8 pixel values as float32 in 0..255, shape (N, {size}, {size}, {channels}), "
+                 "channels last; the model scales them itself (its first layers); the output is one softmax "
+                 "probability per class, in `classes` order")
+FLIP_AVERAGE = ("; the graph averages the network's output on the image and on its left-right mirror (TinyNet's "
+                "prediction for a model trained on flips, as the search measured it)")
+BOVW_PREPROCESSING = (DECODE + "; then, inside the pipeline: {descriptor} descriptors ({keypoints} keypoints) on the "
+                      "{color} planes, the codebook's encoding and the classifier; the output is one probability per "
+                      "class, in `classes` order")
+NO_CONVERTER = ("a BoVW model starts with OpenCV's descriptor extraction (dense SIFT, ...), then a k-means codebook, "
+                "histograms and an SVM on kernels bench computes itself: no maintained converter takes that to ONNX or "
+                "TFLite (skl2onnx converts scikit-learn estimators, not OpenCV's descriptors). Export it with "
+                "--format joblib (model.joblib), which `bench predict --model DIR` reads")
 
 
 class ExportError(ValueError):
@@ -47,8 +62,10 @@ def is_pipeline(objective: str, params: dict[str, Any]) -> bool:
         return False
     if objective == "mlp":
         return params.get("variant", "end_to_end") != "end_to_end"
-    raise ExportError(f"objective '{objective}' cannot be exported yet (its model is not kept as a file: "
-                      f"BoVW predicts from descriptors cached per data set)")
+    if objective == "bovw":
+        return True
+    raise ExportError(f"objective '{objective}' cannot be exported: bench exports "
+                      f"{', '.join((*KERAS_FAMILIES, *PIPELINE_FILES))}")
 
 
 # --- getting the trained model ---
@@ -84,7 +101,7 @@ def retrain(row: dict[str, Any], into: Path, data_root: Path | None, settings: d
 
 def load_model(objective: str, params: dict[str, Any], folder: Path):
     """The saved model in folder, read back by its family (Objective.load_model): for a pipeline the family's own model
-    (objectives/mlp.py's MLPModel), else the Keras network in it (KerasObjective.network)."""
+    (MLPModel, BoVWModel), else the Keras network in it (KerasObjective.network)."""
     from bench.objective import get_objective
 
     family = get_objective(objective)
@@ -95,8 +112,8 @@ def load_model(objective: str, params: dict[str, Any], folder: Path):
 # --- the card ---
 
 
-def model_card(row: dict[str, Any], classes: list[str], input_size: int, channels: int, fmt: str, files: list[str],
-               data_fingerprint: str | None, retrained: dict[str, Any] | None) -> dict[str, Any]:
+def model_card(row: dict[str, Any], classes: list[str], input_size: int, channels: int, preprocessing: str, fmt: str,
+               files: list[str], data_fingerprint: str | None, retrained: dict[str, Any] | None) -> dict[str, Any]:
     mode = "RGB" if channels == 3 else "L (grayscale)"
     metrics = {k: row.get(k) for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_loss",
                                        "test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_loss")}
@@ -106,19 +123,27 @@ def model_card(row: dict[str, Any], classes: list[str], input_size: int, channel
         "format": fmt, "files": files, "objective": row["objective"], "study": row["study"],
         "trial": row["trial_number"], "seed": row["seed"], "classes": list(classes),
         "input": {"size": int(input_size), "channels": int(channels), "colour_mode": mode.split()[0]},
-        "preprocessing": PREPROCESSING.format(mode=mode, size=input_size, channels=channels),
+        "preprocessing": preprocessing,
         "params": row["params"], "n_params": row.get("n_params"), "metrics": metrics,
         "retrained": retrained, "data_fingerprint": data_fingerprint,
         "code_version": {"search": row.get("code_version"), "export": code_version()},
     }
 
 
-def input_spec(objective: str, params: dict[str, Any], model) -> tuple[int, int]:
-    """(image side, channels) the model takes: the Keras input, or the pipeline's resized image."""
+def model_input(objective: str, params: dict[str, Any], model) -> tuple[int, int, str]:
+    """(image side, channels, the preprocessing in words) the model takes: the Keras input, or the pipeline's resized
+    image (from the loaded model, whose params are complete: a row's params hold only what the space gave)."""
+    if objective == "bovw":  # descriptors run on planes of the RGB image (gray, rgb or opponent)
+        spec = model.spec
+        return spec.image_size, 3, BOVW_PREPROCESSING.format(mode="RGB", size=spec.image_size, color=spec.color,
+                                                             descriptor=spec.descriptor, keypoints=spec.keypoints)
     if is_pipeline(objective, params):
-        return int(params["input_size"]), 3 if params.get("color", True) else 1
-    shape = model.inputs[0].shape
-    return int(shape[1]), int(shape[3])
+        size, channels = int(model.params["input_size"]), 3 if model.params["color"] else 1
+    else:
+        shape = model.inputs[0].shape
+        size, channels = int(shape[1]), int(shape[3])
+    mode = "RGB" if channels == 3 else "L (grayscale)"
+    return size, channels, PREPROCESSING.format(mode=mode, size=size, channels=channels)
 
 
 # --- writing each format ---
@@ -160,10 +185,34 @@ def saved_model(model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def write_format(model, fmt: str, out: Path) -> list[str]:
-    """Write a Keras model as fmt into out; returns the written names."""
+def averages_flips(objective: str, model) -> bool:
+    """True where the family's prediction is the mean over the image and its mirror: TinyNet.predict_proba, for a
+    model that trained on flips."""
+    return objective == "tinynet" and any(type(layer).__name__ == "RandomFlip" for layer in model.layers)
+
+
+def flip_averaged(model):
+    """model(x) and model(x mirrored left-right), averaged, in one graph, so every format predicts what the search
+    measured. The mirror is a fixed 0/1 matrix on the width axis (exact in float32), from built-in layers only: a
+    .keras file with a Lambda layer loads only with safe_mode=False."""
+    from bench.keras_train import keras
+
+    k = keras()
+    height, width, channels = model.inputs[0].shape[1:]
+    image = k.Input((height, width, channels), name="images")
+    mirror = k.layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+    mirrored = k.layers.Permute((1, 3, 2))(mirror(k.layers.Permute((1, 3, 2))(image)))  # width last, reversed, back
+    mirror.set_weights([np.eye(width, dtype="float32")[::-1]])
+    averaged = k.layers.Average(name="flip_average")([model(image), model(mirrored)])
+    return k.Model(image, averaged, name=f"{model.name}_flip_averaged")
+
+
+def write_format(model, fmt: str, out: Path, average_flips: bool = False) -> list[str]:
+    """Write a Keras model as fmt into out (with average_flips, as flip_averaged); returns the written names."""
     target = out / FILES[fmt]
     model = inference_model(model)
+    if average_flips:
+        model = flip_averaged(model)
     if fmt == "keras":
         model.save(target)
     elif fmt == "savedmodel":
@@ -192,9 +241,11 @@ def export_trial(row: dict[str, Any], fmt: str, out: Path, results: Path, data_r
     if row["status"] != "complete":
         raise ExportError(f"trial {row['trial_number']} of '{row['study']}' is {row['status']}: only complete trials have a model")
     pipeline = is_pipeline(row["objective"], row["params"])
-    if pipeline and fmt != PIPELINE:
+    if pipeline and fmt != JOBLIB:
+        if row["objective"] == "bovw":
+            raise ExportError(f"--format {fmt}: {NO_CONVERTER}")
         raise ExportError(f"mlp variant '{row['params'].get('variant')}' is a network plus a fitted head: "
-                          f"export it with --format {PIPELINE} (model.keras + model-head.joblib)")
+                          f"export it with --format {JOBLIB} (model.keras + model-head.joblib)")
     if not pipeline and fmt not in KERAS_FORMATS:
         raise ExportError(f"--format must be one of {', '.join(KERAS_FORMATS)} for {row['objective']}, got '{fmt}'")
     out.mkdir(parents=True, exist_ok=True)
@@ -211,19 +262,20 @@ def export_trial(row: dict[str, Any], fmt: str, out: Path, results: Path, data_r
     try:
         model = load_model(row["objective"], row["params"], folder)
         classes = [str(c) for c in np.load(folder / "predictions.npz")["classes"]]
-        size, channels = input_spec(row["objective"], row["params"], model)
+        size, channels, steps = model_input(row["objective"], row["params"], model)
         if pipeline:
-            files = []
-            for name in ("model.keras", "model-head.joblib"):
+            files = list(PIPELINE_FILES[row["objective"]])
+            for name in files:
                 shutil.copy2(folder / name, out / name)
-                files.append(name)
         else:
-            files = write_format(model, fmt, out)
+            files = write_format(model, fmt, out, averages_flips(row["objective"], model))
+            if averages_flips(row["objective"], model):
+                steps += FLIP_AVERAGE
         fingerprint = _fingerprint(json.loads((folder / "meta.json").read_text()).get("data_root") or data_root)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    card = model_card(row, classes, size, channels, fmt, files, fingerprint, retrained)
+    card = model_card(row, classes, size, channels, steps, fmt, files, fingerprint, retrained)
     (out / CARD).write_text(json.dumps(card, indent=2, default=str))
     return card
 

@@ -39,8 +39,9 @@ class KerasObjective(Objective):
         return model
 
     def fit(self, model: Any, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
-        """keras_train.fit_keras on the network: compiled with the params' optimizer, one report per epoch."""
-        return kt.fit_keras(self.network(model), split, params, ctx)
+        """keras_train.fit_keras on the network: compiled with the params' optimizer, one report per epoch, validated by
+        the family's own predict_proba (TinyNet's flip average included, as in the final score)."""
+        return kt.fit_keras(self.network(model), split, params, ctx, lambda _network, x: self.predict_proba(model, x))
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
         """The network's softmax on x, by eager calls in batches (keras_train.predict_keras)."""

@@ -44,10 +44,21 @@ def nondominated_ranks(points: list[tuple[float, float]]) -> list[int]:
 
 def pareto_promotable(me: int, points: list[tuple[float, float]], reduction_factor: int) -> bool:
     """Successive halving with a Pareto promotion rule (like MOASHA): of the trials that reached a rung, the best
-    1/reduction_factor by (front number, then accuracy) go on. points[me] is this trial's (accuracy, cost)."""
-    keep = max(1, len(points) // reduction_factor)
+    1/reduction_factor by (front number, then accuracy) go on. points[me] is this trial's (accuracy, cost).
+
+    Two rules keep the budget on models worth training further:
+    - only a trial at least as accurate as the rung's median competes, so the smallest near-chance models (always on
+      the front: nothing is smaller) are not promoted for their size alone;
+    - a rung promotes nobody until it holds reduction_factor trials (asynchronous successive halving without
+      Optuna's rule that promotes a rung's first trial, which sent every first trial to the full budget).
+    """
+    keep = len(points) // reduction_factor
+    if keep == 0:
+        return False
+    median = sorted(a for a, _ in points)[len(points) // 2]
     ranks = nondominated_ranks(points)
-    order = sorted(range(len(points)), key=lambda i: (ranks[i], -points[i][0], points[i][1]))
+    candidates = [i for i in range(len(points)) if points[i][0] >= median]
+    order = sorted(candidates, key=lambda i: (ranks[i], -points[i][0], points[i][1]))
     return me in order[:keep]
 
 

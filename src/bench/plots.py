@@ -77,24 +77,23 @@ def write_figure(fig, path_html: Path, png: bool = True) -> list[Path]:
 
 def write_pngs(figures: list[tuple[Any, Path]]) -> list[Path]:
     """Each (figure, path) as a PNG through kaleido, at the figure's own width and height (else 1100 x 650), in one
-    browser session; returns the paths written, [] when chromium is not installed."""
+    browser session; returns the paths written, [] when chromium is not installed.
+
+    MathJax off: bench's figures hold no LaTeX, and kaleido's page would load it from a CDN on every render; offline,
+    that page never defines kaleido's own script ("kaleido_scopes is not defined") and no PNG is made."""
     browser = chromium()
     if not browser or not figures:
         return []
-    import plotly.io as pio
-
     os.environ.setdefault("BROWSER_PATH", browser)  # kaleido 1.x drives this browser
-    figs = [fig for fig, _ in figures]
+    import kaleido
+
     paths = [Path(path) for _, path in figures]
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-    widths = [fig.layout.width or 1100 for fig in figs]
-    heights = [fig.layout.height or 650 for fig in figs]
-    if hasattr(pio, "write_images"):  # kaleido >= 1: one browser start for all figures
-        pio.write_images(figs, paths, width=widths, height=heights)
-    else:
-        for fig, path, w, h in zip(figs, paths, widths, heights):
-            fig.write_image(path, width=w, height=h)
+    specs = [{"fig": fig.to_dict(), "path": path,
+              "opts": {"format": "png", "width": fig.layout.width or 1100, "height": fig.layout.height or 650}}
+             for (fig, _), path in zip(figures, paths)]
+    kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False}, cancel_on_error=True)
     return paths
 
 

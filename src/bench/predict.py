@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from bench.data import IMAGE_SUFFIXES, DataError, decode
-from bench.export import CARD, FILES, PIPELINE
+from bench.export import CARD, FILES, JOBLIB
 
 BATCH = 64
 
@@ -40,7 +40,7 @@ def load_predictor(folder: Path) -> Predictor:
 
 
 def _runner(fmt: str, folder: Path, objective: str) -> Callable[[np.ndarray], np.ndarray]:
-    if fmt == PIPELINE:  # read back and run by its family (Objective.load_model, predict_proba)
+    if fmt == JOBLIB:  # read back and run by its family (Objective.load_model, predict_proba on pixels)
         from bench.objective import get_objective
 
         family = get_objective(objective)

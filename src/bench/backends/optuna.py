@@ -35,6 +35,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "motpe")
 MULTI_OBJECTIVE = ("nsga2", "motpe")  # maximise validation accuracy, minimise parameters
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
 GROUPED_PRUNERS = ("asha", "median", "pareto-asha")  # the pruners that honour a space's prune_within
+START_POINT = "start_point"  # user attribute of the space's start points: anchors the pruner measures against, never prunes
 PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -78,7 +79,9 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
 
 class OwnedTrials(optuna.samplers.BaseSampler):
     """The study's sampler, which also marks each new trial with the process that runs it (`host:pid`) the moment the
-    trial is created, so a trial whose process is killed is known as soon as that process is gone (fail_orphans)."""
+    trial is created, so a trial whose process is killed is known as soon as that process is gone (fail_orphans).
+
+    It shows the sampler the study through _RungOrder, so that TPE on two objectives learns from pruned trials."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler):
         self.sampler = sampler
@@ -88,19 +91,50 @@ class OwnedTrials(optuna.samplers.BaseSampler):
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
-        return self.sampler.infer_relative_search_space(study, trial)
+        return self.sampler.infer_relative_search_space(_RungOrder(study), trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self.sampler.sample_relative(study, trial, search_space)
+        return self.sampler.sample_relative(_RungOrder(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self.sampler.sample_independent(_RungOrder(study), trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
+
+
+def rung_score(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
+    """(deepest pareto-asha rung reached, validation accuracy there): how far a pruned trial got, and how well."""
+    rungs = [(int(key[5:]), value[0]) for key, value in trial.user_attrs.items() if key.startswith("rung_")]
+    return max(rungs, default=(0, 0.0))
+
+
+class _RungOrder:
+    """The study as the sampler sees it: pruned trials listed best first by rung_score.
+
+    Why: a multi-objective study takes no intermediate values, so Optuna's TPE ranks all its pruned trials alike and
+    fills the "good" half of its model, after the few complete trials, with the pruned trials it meets first (the
+    earliest: the stable sort in optuna.samplers._tpe.sampler._split_pruned_trials). Listed by rung, the pruned trials
+    it counts as good are the ones that went furthest and scored best. Single-objective studies rank pruned trials by
+    their intermediate values already; this order changes nothing for them."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def _get_trials(self, *args, **kwargs):
+        trials = self._study._get_trials(*args, **kwargs)
+        pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+        rest = [t for t in trials if t.state != optuna.trial.TrialState.PRUNED]
+        return rest + sorted(pruned, key=rung_score, reverse=True)
+
+    def get_trials(self, deepcopy: bool = True, states=None):
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
 
 
 class _GroupView:
@@ -211,7 +245,8 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     if retry:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         if trial.params:  # killed before its params were drawn, it has nothing to run again
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+            anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": number, **anchor})
     study.tell(number, state=optuna.trial.TrialState.FAIL)
     _store_failed_row(config, trial, reason)
     return True
@@ -273,7 +308,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
         raise ValueError(f"study '{config.study}' exists with other directions; pick another --study name")
     if not study.trials:  # a new study evaluates the space's known-good points first
         for point in space.start:
-            study.enqueue_trial(point, skip_if_exists=True)
+            study.enqueue_trial(point, user_attrs={START_POINT: True}, skip_if_exists=True)
     if "space" not in study.user_attrs:  # what `bench worker` needs to join with nothing but the study's name
         study.set_user_attr("objective", config.objective)
         study.set_user_attr("space", space.model_dump(mode="json"))
@@ -328,18 +363,20 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
 
     def run(trial: optuna.Trial):
         params = space.to_optuna(trial)
+        anchor = bool(trial.user_attrs.get(START_POINT))  # a start point runs in full: the yardstick of its rungs
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if "val_accuracy" not in metrics:
                 return False
             if config.pruner == "pareto-asha":
-                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within)
+                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within) and not anchor
             if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
-            return trial.should_prune()
+            return trial.should_prune() and not anchor
 
-        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None)
+        rungs = PARETO_RUNGS if config.pruner == "pareto-asha" else ()
+        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None, rungs=rungs)
         if progress:
             progress.start_trial(trial.number)
         try:
@@ -447,6 +484,9 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
     deadline = time.time() + config.timeout if config.timeout else None
     if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
         os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
+    # glibc gives each thread its own heap arena, and TensorFlow's threads leave them fragmented: two arenas (read
+    # at the worker's start) took about 100 MB off a TinyNet worker after 8 trials
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
     last_sweep = [time.time()]
 
