@@ -68,7 +68,7 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
     assert "mirror" in card["preprocessing"]  # trained on flips: TinyNet predicts the mean over the image and its mirror
     paths = real_images(tiny_mit8)
     x = np.stack([decode(p, 32) for p in paths]).astype(np.float32)
-    kept = keras().models.load_model(tmp / "results" / "tiny" / f"trial-{best['trial_number']}" / "model.keras")
+    kept = keras().models.load_model(tmp / "results" / "tiny" / f"optuna-trial-{best['trial_number']}" / "model.keras")
     reference = TinyNet().predict_proba(kept, x)  # the family's own prediction, as the search measured test
     assert reference.shape == (len(paths), 8)
     assert np.abs(reference - np.asarray(kept(x, training=False))).max() > 1e-3  # the flip average is not a no-op
@@ -94,7 +94,7 @@ def test_each_format_reloads_in_its_own_runtime_and_matches_keras(searched, tiny
 def test_a_trial_without_its_model_is_retrained_from_params_and_seed(searched, tiny_mit8):
     tmp, rows = searched
     other = rows[1]
-    folder = tmp / "results" / "tiny" / f"trial-{other['trial_number']}"
+    folder = tmp / "results" / "tiny" / f"optuna-trial-{other['trial_number']}"
     assert (folder / "predictions.npz").exists() and not (folder / "model.keras").exists()  # --keep-top 1: the best only
     out = tmp / "retrained"
     run = cli("export", other["trial_number"], "--study", "tiny", "--format", "keras", "--out", out,
@@ -136,14 +136,14 @@ def test_predict_takes_any_size_and_mode_and_unlabelled_files(searched, tmp_path
 
 def kept_and_other(rows, results, study):
     """(the row whose trial kept its model under --keep-top 1, the other one)."""
-    kept = [r for r in rows if list((results / study / f"trial-{r['trial_number']}").glob("model*"))]
+    kept = [r for r in rows if list((results / study / f"{r['backend']}-trial-{r['trial_number']}").glob("model*"))]
     assert len(kept) == 1, [r["trial_number"] for r in kept]
     return kept[0], next(r for r in rows if r is not kept[0])
 
 
 def stored_test_proba(results, study, row):
     """The search's own test probabilities of the trial, by image path relative to the data root."""
-    with np.load(results / study / f"trial-{row['trial_number']}" / "predictions.npz") as f:
+    with np.load(results / study / f"{row['backend']}-trial-{row['trial_number']}" / "predictions.npz") as f:
         return dict(zip(map(str, f["test_paths"]), f["test_proba"]))
 
 

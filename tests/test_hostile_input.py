@@ -145,6 +145,22 @@ def test_search_lists_skipped_images_and_counts_them(tmp_path):
             "or more, or more images") in " ".join(refused.output.split())
 
 
+@pytest.mark.parametrize("command", ["worker", "confirm"])
+def test_worker_and_confirm_check_the_data_before_any_trial(tmp_path, command):
+    many = make_folder(tmp_path / "many", classes=[f"c{i:02d}" for i in range(15)], train=4, test=1, size=(8, 8))
+    (many / "train" / "c00" / "bad.png").write_bytes(b"garbage")
+    results = tmp_path / "r"
+    board = Leaderboard(db_url(None, results))
+    board.append(record(0, res=result(0.8, 1000), study="x"))  # a best trial that confirm would re-run
+    extra = ["--storage", f"sqlite:///{tmp_path / 'optuna.db'}"] if command == "worker" else []
+    run = runner.invoke(app, [command, "--study", "x", "--data", str(many), "--results", str(results), *extra])
+    assert run.exit_code == 2, run.output
+    text = " ".join(run.output.split())
+    assert f"skipped {many}/train/c00/bad.png: cannot decode image" in text and "Traceback" not in text
+    assert "validation hold-out (9 images) cannot hold one image of each of 15 classes" in text
+    assert [r["study"] for r in board.query()] == ["x"]  # no trial ran
+
+
 def _space(tmp_path: Path) -> Path:
     import yaml
 

@@ -114,3 +114,37 @@ def test_kill_9_of_a_search_then_the_same_command_runs_the_cut_trial_again(tmp_p
     study = optuna.load_study(study_name="unruly", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "optuna.journal"))))
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def _hang_once_space(tmp_path: Path, timeout: str = "") -> Path:
+    """Trial after trial of a family that hangs the first time only; `timeout` as the space's own trial_timeout."""
+    path = tmp_path / "hang.yaml"
+    path.write_text("objective: unruly\nparams:\n  mode: hang_once\n  x: {type: float, low: 0.2, high: 0.9}\n"
+                    + (f"trial_timeout: {timeout}\n" if timeout else ""))
+    return path
+
+
+@pytest.mark.parametrize("backend, limit_from", [("kerastuner", "flag"), ("ray", "space")])
+def test_trial_timeout_kills_a_hung_trial_on_every_backend(tmp_path, tiny_mit8, backend, limit_from):
+    """keras-tuner (--trial-timeout) and Ray (the space's trial_timeout: default) run each trial in a child process
+    that is killed at the limit: the hung trial fails with the reason, the next one completes."""
+    pytest.importorskip("keras_tuner" if backend == "kerastuner" else "ray")
+    family = tmp_path / "unruly.py"
+    family.write_text(FAMILY)
+    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
+    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
+           "--space", str(_hang_once_space(tmp_path, "6" if limit_from == "space" else "")), "--study", "hang",
+           "--trials", "2", "--backend", backend, "--sampler", "random", "--pruner", "none", "--data", str(tiny_mit8),
+           "--results", str(tmp_path / "results"), "--keep-top", "-1"]
+    if backend == "ray":  # one trial at a time, so the second never starts while the first hangs
+        cmd += ["--cpus-per-trial", str(os.cpu_count())]
+    else:
+        cmd += ["--trial-timeout", "6"]
+    start = time.time()
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study="hang"), key=lambda r: r["trial_number"])
+    assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
+    assert "exceeded --trial-timeout 6 s; its process was killed" in rows[0]["failure_reason"]
+    assert rows[1]["val_accuracy"] == pytest.approx(rows[1]["params"]["x"])
+    assert time.time() - start < 300  # not the hour the trial would have slept

@@ -65,9 +65,11 @@ def test_pareto_promotion_picks_the_non_dominated_trials_above_the_median():
     assert [i for i in range(6) if pareto_promotable(i, rung, reduction_factor=3)] == [0, 1]
 
 
-def test_a_rung_promotes_nobody_until_it_holds_reduction_factor_trials():
-    assert not pareto_promotable(0, [(0.9, 10)], reduction_factor=3)
-    assert not pareto_promotable(0, [(0.9, 10), (0.1, 20)], reduction_factor=3)
+def test_below_reduction_factor_trials_a_rung_promotes_only_what_beats_all_there():
+    assert not pareto_promotable(0, [(0.9, 10)], reduction_factor=3)  # a rung's first trial stops
+    assert pareto_promotable(0, [(0.9, 10), (0.1, 20)], reduction_factor=3)  # better than the one before it
+    assert not pareto_promotable(1, [(0.9, 10), (0.1, 20)], reduction_factor=3)
+    assert not pareto_promotable(0, [(0.9, 10), (0.9, 20)], reduction_factor=3)  # a tie does not beat it
     assert pareto_promotable(0, [(0.9, 10), (0.1, 20), (0.2, 30)], reduction_factor=3)
 
 

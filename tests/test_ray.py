@@ -102,3 +102,55 @@ def test_interrupted_experiment_resumes_without_rerunning(tmp_path, tiny_mit8):
     for r in rows:  # trials finished before the interruption were not run again
         if r["trial_number"] in done_before:
             assert r["finished_at"] == done_before[r["trial_number"]]
+
+
+def _listening(root_pid: int) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket held by root_pid or its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+    except psutil.Error:
+        return set()
+    found = set()
+    for c in psutil.net_connections(kind="inet"):
+        if c.status == psutil.CONN_LISTEN and c.pid in procs:
+            try:
+                found.add((procs[c.pid].name(), c.laddr.ip, c.laddr.port))
+            except psutil.Error:
+                pass
+    return found
+
+
+def test_local_ray_listens_on_loopback_only_and_report_finds_its_artifacts(tmp_path, tiny_mit8):
+    """The default relative --results: Ray's trials chdir into Tune's folders, yet their artifacts land under
+    results/<study>/ and `bench report` finds them. Every socket Ray's processes listen on is on loopback."""
+    space = space_file(tmp_path)
+    cmd = bench("search", "tinynet", "--backend", "ray", "--pruner", "none", "--space", space, "--trials", 2,
+                "--data", tiny_mit8, "--results", "results")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # a local Ray as a user gets it
+    search = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, str, int]] = set()
+    while search.poll() is None:
+        seen |= _listening(search.pid)
+        time.sleep(0.5)
+    out, errors = search.communicate()
+    assert search.returncode == 0, errors[-3000:]
+    names = {name for name, _, _ in seen}
+    assert {"gcs_server", "raylet"} <= names, seen  # Ray's own servers were seen while it ran
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for _, ip, _ in seen), sorted(seen)
+
+    results = tmp_path / "results"
+    rows = Leaderboard(db_url(None, results)).query(study="rayspace")
+    assert len(rows) == 2 and all(r["status"] == "complete" for r in rows)
+    for r in rows:
+        folder = Path(r["extras"]["artifacts"])
+        assert folder.parent == results / "rayspace" and folder.name.startswith("ray-trial-"), folder
+        assert (folder / "predictions.npz").exists()
+    assert not list((results / "rayspace").rglob("working_dirs/**/predictions.npz"))
+    report = subprocess.run(bench("report", rows[0]["trial_number"], "--study", "rayspace", "--results", "results",
+                                  "--no-png"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = results / "reports" / "rayspace" / f"ray-trial-{rows[0]['trial_number']}.html"
+    assert 'id="fig-confusion"' in page.read_text()

@@ -98,7 +98,7 @@ def test_search_keeps_predictions_for_all_and_the_model_of_the_best(searched):
     rows = Leaderboard(db_url(None, searched)).query(study="space")
     assert len(rows) == 3
     for r in rows:
-        folder = searched / "space" / f"trial-{r['trial_number']}"
+        folder = searched / "space" / f"optuna-trial-{r['trial_number']}"
         assert r["extras"]["artifacts"] == str(folder) and r["extras"]["artifact_seconds"] < 5
         with np.load(folder / "predictions.npz") as f:
             assert f["test_proba"].shape == (24, 8) and f["val_proba"].shape[1] == 8 and len(f["test_paths"]) == 24
@@ -106,15 +106,15 @@ def test_search_keeps_predictions_for_all_and_the_model_of_the_best(searched):
         acts = json.loads((folder / "activations.json").read_text())
         assert acts["epochs"] == [0, 1, 2] and all(len(s["zero_fraction"]) == 3 for s in acts["layers"].values())
     best = sorted(rows, key=lambda r: (-r["val_accuracy"], r["trial_number"]))[0]
-    kept = sorted(p.parent.name for p in (searched / "space").glob("trial-*/model.keras"))
-    assert kept == [f"trial-{best['trial_number']}"]
+    kept = sorted(p.parent.name for p in (searched / "space").glob("*trial-*/model.keras"))
+    assert kept == [f"optuna-trial-{best['trial_number']}"]
 
 
 def test_trial_report_has_every_section(searched, tiny_mit8):
     best = Leaderboard(db_url(None, searched)).query(study="space", top=1)[0]
     run = runner.invoke(app, ["report", str(best["trial_number"]), "--study", "space", "--results", str(searched), "--no-png"])
     assert run.exit_code == 0, run.output
-    page = (searched / "reports" / "space" / f"trial-{best['trial_number']}.html").read_text()
+    page = (searched / "reports" / "space" / f"optuna-trial-{best['trial_number']}.html").read_text()
     for section in ("summary", "curves", "confusion", "per-class", "roc", "gradcam", "activations"):
         assert f'<section id="{section}">' in page
     for fig in ("curves", "confusion", "per-class", "roc", "gradcam", "activations", "activation-histograms"):

@@ -47,6 +47,8 @@ def with_param(name, spec):
     ({"objective": "tinynet", "params": {}}, "'params' must be a non-empty mapping"),
     ({"objective": "tinynet", "params": {"a": 1}, "start": [{"b": 2}]}, "start[0]: ['b'] are not params of this space"),
     ({"objective": "tinynet", "params": {"a": 1}, "budget": 3}, "unknown key 'budget'"),
+    ({"objective": "tinynet", "params": {"a": 1}, "trial_timeout": 0}, "trial_timeout: Input should be greater than 0"),
+    ({"objective": "tinynet", "params": {"a": 1}, "trial_timeout": "soon"}, "trial_timeout: Input should be a valid number"),
     ("objective: tinynet\nparams: {lr: [1, 2\n", "invalid YAML"),
     ({"objective": "tinynet", "params": {
         "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "sgd"}},
@@ -138,3 +140,8 @@ def test_yaml_round_trip():
     space = SearchSpace.from_dict(GOOD)
     again = SearchSpace.from_dict(yaml.safe_load(space.to_yaml()))
     assert again.params == space.params
+
+
+def test_a_space_may_set_a_trial_timeout(tmp_path):
+    space = SearchSpace.from_yaml(write(tmp_path, {"objective": "tinynet", "params": {"a": 1}, "trial_timeout": 900}))
+    assert space.trial_timeout == 900 and SearchSpace.from_dict(space.model_dump()).trial_timeout == 900

@@ -1,4 +1,8 @@
-"""What `bench report` needs, kept while trials run, under the study's run folder (results/<study>/trial-<n>/):
+"""What `bench report` needs, kept while trials run, one folder per (study, backend, trial):
+results/<study>/<backend>-trial-<n>/ (trial_dir; folders of older versions, results/<study>/trial-<n>/, still read).
+Every file is written to a temporary name and renamed into place, so a search killed mid-save leaves the old file or
+none, never a truncated one that `bench report` would choke on.
+
 
     predictions.npz   val and test class probabilities, their labels, the class names, the test images' paths
                       (relative to the data root): every complete trial, a few hundred kB at most
@@ -19,6 +23,7 @@ images per epoch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -31,8 +36,12 @@ MODEL_GLOB = "model*"
 HIST_BINS = 40
 
 
-def trial_dir(run_dir: Path | str, trial_number: int) -> Path:
-    return Path(run_dir) / f"trial-{trial_number}"
+def trial_dir(run_dir: Path | str, trial_number: int, backend: str | None = None) -> Path:
+    """The trial's artifact folder; two backends searching one study number their trials each from 0."""
+    return Path(run_dir) / (f"{backend}-trial-{trial_number}" if backend else f"trial-{trial_number}")
+
+
+TRIAL_GLOB = "*trial-*/meta.json"  # every trial folder of a study, older layouts included
 
 
 @contextmanager
@@ -65,8 +74,10 @@ def keep_trial(objective, model, split, params: dict[str, Any], ctx, val: dict[s
 
 
 def _keep(objective, model, split, params, ctx, val, test_proba, start) -> dict[str, Any]:
+    from bench.data import write_atomically
+
     number = ctx.trial_number if ctx.trial_number is not None else ctx.seed
-    folder = trial_dir(ctx.run_dir, number)
+    folder = trial_dir(ctx.run_dir, number, ctx.backend)
     folder.mkdir(parents=True, exist_ok=True)
     n_classes = np.asarray(test_proba).shape[1]
     # a family that validates by cross-validation (BoVW) has no hold-out: its val arrays are empty
@@ -79,36 +90,55 @@ def _keep(objective, model, split, params, ctx, val, test_proba, start) -> dict[
             test_paths = np.array([str(p.relative_to(catalog.root)) for p in catalog.test.paths])
     except Exception:  # a family with its own data: no image paths, so no Grad-CAM later
         pass
-    np.savez_compressed(
-        folder / "predictions.npz", val_proba=val_proba.astype(np.float32), y_val=np.asarray(split.y_val),
+    write_atomically(folder / "predictions.npz", lambda tmp: np.savez_compressed(
+        tmp, val_proba=val_proba.astype(np.float32), y_val=np.asarray(split.y_val),
         test_proba=np.asarray(test_proba, np.float32), y_test=np.asarray(split.y_test), classes=np.array(split.classes),
         test_paths=test_paths,
-    )
+    ))
     for name, content in (getattr(ctx, "artifacts", None) or {}).items():
-        (folder / name).write_text(json.dumps(content))
-    meta = {"trial": number, "objective": objective.name, "val_accuracy": float(val["accuracy"]),
+        write_atomically(folder / name, lambda tmp: tmp.write_text(json.dumps(content)))
+    meta = {"trial": number, "backend": ctx.backend, "objective": objective.name, "val_accuracy": float(val["accuracy"]),
             "params": params, "data_root": root}
     saved = False
     with _locked(Path(ctx.run_dir)):
         if ctx.keep_models:
             saved = True
         elif ctx.keep_top:
-            ranked = {number: meta["val_accuracy"]}
-            for other in Path(ctx.run_dir).glob("trial-*/meta.json"):
+            # the study's best K, every backend's trials together (folders, not numbers: two backends share numbers)
+            ranked = {folder.name: meta["val_accuracy"]}
+            for other in Path(ctx.run_dir).glob(TRIAL_GLOB):
                 try:
-                    m = json.loads(other.read_text())
-                    ranked.setdefault(int(m["trial"]), float(m["val_accuracy"]))
+                    ranked.setdefault(other.parent.name, float(json.loads(other.read_text())["val_accuracy"]))
                 except (ValueError, KeyError, OSError):
                     continue
             top = {n for n, _ in sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0]))[: ctx.keep_top]}
-            saved = number in top
-            for n in set(ranked) - top - {number}:
-                for p in _model_files(trial_dir(ctx.run_dir, n)):
+            saved = folder.name in top
+            for n in set(ranked) - top - {folder.name}:
+                for p in _model_files(Path(ctx.run_dir) / n):
                     shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        model_path = objective.save_model(model, folder) if saved else None
+        model_path = _save_model(objective, model, folder) if saved else None
         meta["model"] = model_path.name if model_path else None
-        (folder / "meta.json").write_text(json.dumps(meta, default=str))
+        write_atomically(folder / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, default=str)))
     return {"artifacts": str(folder), "artifact_seconds": round(time.perf_counter() - start, 4)}
+
+
+def _save_model(objective, model, folder: Path) -> Path | None:
+    """objective.save_model into a fresh folder beside the trial's, then each file renamed into place: a kill during
+    the save leaves that scratch folder (swept here next time), never a truncated model under its real name."""
+    for stale in folder.glob(".saving-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = folder / f".saving-{os.getpid()}"
+    scratch.mkdir()
+    try:
+        path = objective.save_model(model, scratch)
+        for p in scratch.iterdir():
+            target = folder / p.name
+            if target.is_dir():  # a rename replaces a file at once, a folder only once it is gone
+                shutil.rmtree(target)
+            p.replace(target)
+        return folder / path.name if path else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --- activation statistics (Keras) ---

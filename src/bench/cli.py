@@ -32,6 +32,7 @@ err = Console(stderr=True)
 DataOpt = typer.Option(None, "--data", help="Data root (ROOT/train/<class>, ROOT/test/<class>). Default: $BENCH_DATA, ./data/mit8, ../shared/data/mit8.")
 TestFractionOpt = typer.Option(0.3, "--test-fraction", help="Test share when the data is one ROOT/<class>/* folder (split here, stratified).")
 ResultsOpt = typer.Option(Path(os.environ.get("BENCH_RESULTS", "results")), "--results", help="Output folder (leaderboard, studies, plots).")
+BackendChoiceOpt = typer.Option(None, "--backend", help="Which backend's trial, when several searched the study (their trials are numbered each from 0). Default: the study's only one.")
 DbOpt = typer.Option(None, "--db", help="Leaderboard database: a SQLAlchemy URL or a SQLite path. Default: RESULTS/leaderboard.db.")
 ObjectiveFileOpt = typer.Option(None, "--objective-file", metavar="PATH.py:Class",
                                 help="A family of your own: the Objective subclass in this file, under the OBJECTIVE name.")
@@ -112,8 +113,8 @@ def search(
     pruner: Optional[str] = typer.Option(None, "--pruner", help="optuna: asha (default, successive halving), hyperband, median, none, pareto-asha (default with nsga2: promotes by non-dominated sorting on accuracy and params); ray: asha, none."),
     seed: int = typer.Option(0, "--seed"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
-    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="optuna: a trial running longer has its worker process killed and is stored as failed."),
-    trial_memory: Optional[float] = typer.Option(None, "--trial-memory", min=1, help="optuna: MB of memory a trial's worker process may hold (TensorFlow alone takes about 650); past it the trial is stopped and stored as failed."),
+    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="Seconds: a trial running longer has its process killed and is stored as failed (every backend; kerastuner and ray then run each trial in a child process). Default: the space's trial_timeout, else none."),
+    trial_memory: Optional[float] = typer.Option(None, "--trial-memory", min=1, help="MB of memory a trial's process may hold (TensorFlow alone takes about 650); past it the trial is killed and stored as failed (every backend)."),
     fix: Optional[str] = typer.Option(None, "--fix", help="Fix params of the space for this search, e.g. --fix flip=false,input_size=32 (flips are wrong for digits or text)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes on this machine."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; an existing one is resumed. Default: the space's name."),
@@ -129,7 +130,7 @@ def search(
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
     keep_top: int = typer.Option(5, "--keep-top", help="Keep the models of the K best trials for `bench report` (0: predictions only; -1: no artifacts)."),
-    keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/trial-<n>/)."),
+    keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trial's model (results/<study>/<backend>-trial-<n>/)."),
     objective_file: Optional[str] = ObjectiveFileOpt,
 ) -> None:
     """Search an objective's space; every trial lands in the leaderboard."""
@@ -162,8 +163,7 @@ def search(
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
         fail(f"--pruner for {backend} must be one of {', '.join(chosen.PRUNERS)}, got '{pruner}'")
-    if backend != "optuna" and (trial_timeout or trial_memory):
-        fail("--trial-timeout and --trial-memory need --backend optuna (its trials run in supervised worker processes)")
+    trial_timeout = trial_timeout or the_space.trial_timeout
     if sampler == "grid":
         try:
             the_space.grid()
@@ -244,7 +244,7 @@ def worker(
     storage: str = typer.Option(..., "--storage", help="The study's database, e.g. postgresql://user@host/db."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Total finished trials to stop at. Default: the study's own."),
     heartbeat: int = typer.Option(30, "--heartbeat", min=1, help="Seconds between heartbeats; a trial silent for 2x is failed and retried."),
-    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="A trial running longer has its worker process killed and is stored as failed."),
+    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", min=1, help="Seconds: a trial running longer has its worker process killed and is stored as failed. Default: the space's trial_timeout, else none."),
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
@@ -266,6 +266,9 @@ def worker(
 
     with _stoppable("worker interrupted: finished trials are kept in the study."):
         root = resolve_root(data)
+        shared = _study_settings(study, storage, results)  # the search's split settings, to check the data as it did
+        _check_data(root, float(shared.get("test_fraction", 0.3)), float(shared.get("val_fraction", 0.15)),
+                    int(shared.get("seed", 0)))
         config = SearchConfig(objective="", study=study, trials=trials or 0, db_url=_leaderboard_url(db, storage, results),
                               results_dir=results, storage=storage, data_root=str(root), heartbeat=heartbeat,
                               trial_timeout=trial_timeout)
@@ -469,8 +472,9 @@ def lr_find(
 def report(
     trial: Optional[int] = typer.Argument(None, help="Trial number (with --study) or leaderboard row id; none: the study page."),
     study: Optional[str] = typer.Option(None, "--study", help="The study (required for the study page)."),
+    backend: Optional[str] = BackendChoiceOpt,
     split: str = typer.Option("test", "--split", help="Predictions the trial page analyses: test or val."),
-    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/reports/<study>/trial-<n>.html or study.html."),
+    output: Optional[Path] = typer.Option(None, "--out", help="HTML path. Default: RESULTS/reports/<study>/<backend>-trial-<n>.html or study.html."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also a PNG of each figure (needs chromium)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the study. Default: RESULTS/optuna.journal."),
     data: Optional[Path] = DataOpt,
@@ -492,8 +496,8 @@ def report(
             path = output or results / "reports" / study / "study.html"
             written, timings = study_report(board, study, path, results=results, storage=storage, png=png)
         else:
-            row = find_row(board, trial, study)
-            path = output or results / "reports" / row["study"] / f"trial-{row['trial_number']}.html"
+            row = find_row(board, trial, study, backend)
+            path = output or results / "reports" / row["study"] / f"{row['backend']}-trial-{row['trial_number']}.html"
             written, timings = trial_report(row, path, results=results, data_root=data, split=split, png=png)
     except ReportError as e:
         fail(str(e))
@@ -509,6 +513,7 @@ def confirm(
     top: int = typer.Option(3, "--top", min=1, help="How many of its best configurations (by validation accuracy)."),
     seeds: int = typer.Option(3, "--seeds", min=2, help="Training seeds per configuration."),
     seed: int = typer.Option(0, "--seed", help="The first training seed, and the seed of the validation split."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Only this backend's trials of the study. Default: all of them."),
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
     db: Optional[str] = DbOpt,
@@ -520,7 +525,9 @@ def confirm(
 
     study = _study_name(study)
     with _stoppable("interrupted: finished runs are kept; re-run the same command to continue."):
-        confirmed = confirm_study(study, top, seeds, seed, results, db, resolve_root(data),
+        root = resolve_root(data)
+        _check_data(root, 0.3, 0.15, seed)
+        confirmed = confirm_study(study, top, seeds, seed, results, db, root, backend=backend,
                                   log=lambda m: _say(err, m), progress=lambda: SearchProgress(err))
     table = Table(title=f"study {escape(study)}: its best {len(confirmed)} configurations over {seeds} seeds, by mean "
                         f"validation accuracy (test shown, never used to rank)", title_justify="left", box=box.SIMPLE_HEAD)
@@ -624,18 +631,18 @@ def _study_settings(study: str, storage: Optional[str], results: Path) -> dict[s
     return dict(found.user_attrs.get("search", {})) if found is not None else {}
 
 
-def _best_or_trial(study: str, trial: Optional[int], board):
-    """The study's trial `trial`, or its best complete one on validation."""
+def _best_or_trial(study: str, trial: Optional[int], board, backend: Optional[str] = None):
+    """The study's trial `trial` (of `backend`, when two backends searched it), or its best complete one on validation."""
     from bench.report import ReportError, find_row
 
     if trial is not None:
         try:
-            return find_row(board, trial, study)
+            return find_row(board, trial, study, backend)
         except ReportError as e:
             fail(str(e))
-    rows = board.query(study=study, status="complete", sort="accuracy", top=1)
+    rows = [r for r in board.query(study=study, status="complete", sort="accuracy") if backend in (None, r["backend"])]
     if not rows:
-        fail(f"study '{study}' has no complete trial (see `bench leaderboard`)")
+        fail(f"study '{study}' has no complete trial{f' of backend {backend}' if backend else ''} (see `bench leaderboard`)")
     return rows[0]
 
 
@@ -643,8 +650,9 @@ def _best_or_trial(study: str, trial: Optional[int], board):
 def export_cmd(
     trial: Optional[int] = typer.Argument(None, help="Trial number in --study. Default: the study's best on validation."),
     study: str = typer.Option(..., "--study"),
+    backend: Optional[str] = BackendChoiceOpt,
     fmt: str = typer.Option("keras", "--format", help="keras, savedmodel, tflite, onnx; joblib for bovw and mlp's svm / patch variants."),
-    output: Optional[Path] = typer.Option(None, "--out", help="Folder. Default: RESULTS/export/<study>-trial-<n>-<format>."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Folder. Default: RESULTS/export/<study>-<backend>-trial-<n>-<format>."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the study (for its seed and split). Default: RESULTS/optuna.journal."),
     data: Optional[Path] = DataOpt,
     results: Path = ResultsOpt,
@@ -655,8 +663,8 @@ def export_cmd(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    row = _best_or_trial(study, trial, _board(db, results))
-    folder = output or results / "export" / f"{study}-trial-{row['trial_number']}-{fmt}"
+    row = _best_or_trial(study, trial, _board(db, results), backend)
+    folder = output or results / "export" / f"{study}-{row['backend']}-trial-{row['trial_number']}-{fmt}"
     with _stoppable("interrupted: nothing exported."):
         try:
             card = export_trial(row, fmt, folder, results, data, _study_settings(study, storage, results),
@@ -675,6 +683,7 @@ def predict_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `bench export`."),
     study: Optional[str] = typer.Option(None, "--study", help="Or a study: its best trial on validation, or --trial."),
     trial: Optional[int] = typer.Option(None, "--trial"),
+    backend: Optional[str] = BackendChoiceOpt,
     output: Optional[Path] = typer.Option(None, "--out", help="CSV of path, predicted class, label and per-class probabilities."),
     storage: Optional[str] = typer.Option(None, "--storage", help="With --study: its Optuna storage."),
     data: Optional[Path] = DataOpt,
@@ -693,7 +702,7 @@ def predict_cmd(
         fail("give either --model DIR (from `bench export`) or --study NAME [--trial N]")
     with _stoppable("interrupted."), tempfile.TemporaryDirectory() as tmp:
         if study:
-            row = _best_or_trial(study, trial, _board(db, results))
+            row = _best_or_trial(study, trial, _board(db, results), backend)
             try:
                 fmt = JOBLIB if is_pipeline(row["objective"], row["params"]) else "keras"
                 export_trial(row, fmt, Path(tmp), results, data, _study_settings(study, storage, results),

@@ -3,7 +3,8 @@
 One trial is one draw of the training noise (initial weights, batch order, dropout, augmentation). On MIT8 two transfer
 configurations swapped places between seeds (search_spaces/transfer_best.yaml), so a search's winner deserves a check.
 Each of the study's `top` best complete configurations (by validation accuracy, distinct params) runs `seeds` times as a
-fixed space, in a study of its own, `<study>-confirm-<trial>`. Trial seeds are seed, seed+1, ...; the validation split
+fixed space, in a study of its own, `<study>-confirm-<trial>` (`<study>-confirm-<backend>-<trial>` for a trial
+found by ray or kerastuner). Trial seeds are seed, seed+1, ...; the validation split
 is the one `seed` makes, the same for every configuration. Runs go through the Optuna backend into the leaderboard, so
 a re-run resumes and finished runs are not trained again. Configurations are ranked by mean validation accuracy;
 test accuracy is shown, never used to rank.
@@ -46,7 +47,7 @@ def candidates(rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
 
 
 def confirm_study(study: str, top: int, seeds: int, seed: int, results: Path, db: str | None, data_root: Path,
-                  log: Callable[[str], None] = print, progress: Callable[[], Any] | None = None) -> list[Confirmed]:
+                  backend: str | None = None, log: Callable[[str], None] = print, progress: Callable[[], Any] | None = None) -> list[Confirmed]:
     """Re-run the study's best configurations (see the module's docstring); best mean validation accuracy first.
     progress: makes a fresh bench.progress.SearchProgress for each configuration's runs."""
     from bench.backends import SearchConfig, get_backend
@@ -55,12 +56,15 @@ def confirm_study(study: str, top: int, seeds: int, seed: int, results: Path, db
 
     url = db_url(db, results)
     board = Leaderboard(url)
-    best = candidates(board.query(study=study), top)
+    best = candidates([r for r in board.query(study=study) if backend in (None, r["backend"])], top)
     if not best:
-        raise ValueError(f"study '{study}' has no complete trial in {url}")
+        of = f" of backend {backend}" if backend else ""
+        raise ValueError(f"study '{study}' has no complete trial{of} in {url}")
     confirmed = []
     for i, row in enumerate(best):
-        name = f"{study}-confirm-{row['trial_number']}"
+        # two backends number their trials each from 0: a configuration found by another than Optuna says which
+        of = "" if row["backend"] == "optuna" else f"{row['backend']}-"
+        name = f"{study}-confirm-{of}{row['trial_number']}"
         log(f"{i + 1}/{len(best)}: {study} #{row['trial_number']} (val {row['val_accuracy']:.3f}) over {seeds} seeds "
             f"-> study {name}")
         space = SearchSpace.from_dict({"objective": row["objective"], "params": row["params"]}, source=f"{study} #{row['trial_number']}")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -246,8 +247,12 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     suffixes, which np.save and Keras' save_weights look at."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
-    write(tmp)
-    tmp.replace(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:  # a failed or interrupted write: the old file stays, and no temporary one is left beside it
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
 
 
 def default_cache_dir() -> Path:

@@ -56,37 +56,24 @@ def seed_everything(seed: int) -> None:
     keras().utils.set_random_seed(seed)
 
 
-def one_cycle(max_lr: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e4,
-              restarts: tuple[int, ...] = ()):
-    """The one-cycle policy (Smith, 2018): linear warm-up from max_lr/div to max_lr, then cosine down to max_lr/final_div.
-
-    restarts: steps at which a cycle ends and the next begins (warm restarts, as in SGDR), so that a trial judged by
-    successive halving at those steps is judged at the bottom of a cycle, not halfway up the first warm-up (the paper's
-    TinyNet scored val 0.138 one epoch into a single 20-epoch cycle, so every one-cycle trial looked hopeless there)."""
+def one_cycle(max_lr: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e4):
+    """The one-cycle policy (Smith, 2018): linear warm-up from max_lr/div to max_lr, then cosine down to max_lr/final_div."""
     k = keras()
-    ends = sorted({int(r) for r in restarts if 0 < r < total_steps}) + [total_steps]
-    starts = [0] + ends[:-1]
 
     class OneCycle(k.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
             ops = k.ops
             step = ops.cast(step, "float32")
-            lr = None
-            for begin, end in reversed(list(zip(starts, ends))):  # the cycle this step falls in
-                length = end - begin
-                up = max(1.0, warmup * length)
-                down = max(1.0, length - up)
-                start, stop = max_lr / div, max_lr / final_div
-                local = step - begin
-                warm = start + (max_lr - start) * local / up
-                t = ops.minimum(1.0, (local - up) / down)
-                cool = stop + (max_lr - stop) * 0.5 * (1 + ops.cos(math.pi * t))
-                here = ops.where(local < up, warm, cool)
-                lr = here if lr is None else ops.where(step < end, here, lr)
-            return lr
+            up = max(1.0, warmup * total_steps)
+            down = max(1.0, total_steps - up)
+            start, end = max_lr / div, max_lr / final_div
+            warm = start + (max_lr - start) * step / up
+            t = ops.minimum(1.0, (step - up) / down)
+            cool = end + (max_lr - end) * 0.5 * (1 + ops.cos(math.pi * t))
+            return ops.where(step < up, warm, cool)
 
         def get_config(self):
-            return {"max_lr": max_lr, "total_steps": total_steps, "restarts": list(ends[:-1])}
+            return {"max_lr": max_lr, "total_steps": total_steps}
 
     return OneCycle()
 
@@ -136,10 +123,8 @@ def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext, pr
     predict(model, x) -> class probabilities: the family's own (predict_keras by default)."""
     k = keras()
     epochs, batch = int(params["epochs"]), int(params["batch_size"])
-    per_epoch = math.ceil(len(split.y_fit) / batch)
-    steps = epochs * per_epoch
-    restarts = tuple(r * per_epoch for r in ctx.rungs if r < epochs)
-    lr = one_cycle(params["lr"], steps, restarts=restarts) if params.get("one_cycle") else params["lr"]
+    steps = epochs * math.ceil(len(split.y_fit) / batch)
+    lr = one_cycle(params["lr"], steps) if params.get("one_cycle") else params["lr"]
     smoothing = float(params.get("label_smoothing") or 0.0)
     y_fit = split.y_fit
     if smoothing:  # Keras smooths one-hot targets only

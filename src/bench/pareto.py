@@ -49,12 +49,13 @@ def pareto_promotable(me: int, points: list[tuple[float, float]], reduction_fact
     Two rules keep the budget on models worth training further:
     - only a trial at least as accurate as the rung's median competes, so the smallest near-chance models (always on
       the front: nothing is smaller) are not promoted for their size alone;
-    - a rung promotes nobody until it holds reduction_factor trials (asynchronous successive halving without
-      Optuna's rule that promotes a rung's first trial, which sent every first trial to the full budget).
+    - while a rung holds fewer than reduction_factor trials, a trial goes on only by beating every trial already there
+      (in the first rounds, the space's start point); a rung's first trial never does (Optuna's successive halving
+      promotes it, which sent every first trial to the full budget).
     """
     keep = len(points) // reduction_factor
     if keep == 0:
-        return False
+        return len(points) > 1 and all(points[me][0] > a for i, (a, _) in enumerate(points) if i != me)
     median = sorted(a for a, _ in points)[len(points) // 2]
     ranks = nondominated_ranks(points)
     candidates = [i for i in range(len(points)) if points[i][0] >= median]

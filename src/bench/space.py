@@ -10,6 +10,7 @@ A space file:
       optimizer: {type: categorical, choices: [sgd, adam]}
       momentum:  {type: float, low: 0.5, high: 0.99, when: {optimizer: sgd}}
       epochs:    20                      # a bare value is fixed
+    trial_timeout: 900                   # optional: seconds before a trial is killed (--trial-timeout overrides)
 
 `when` holds only if every named param has that value, or one of a list of values.
 A param whose condition fails is absent from the sampled dict; the objective's default applies.
@@ -112,6 +113,8 @@ class SearchSpace(BaseModel):
     # how this space is best searched when the command line does not say (Optuna backend): e.g. motpe + pareto-asha
     sampler: str | None = None
     pruner: str | None = None
+    # seconds a trial of this space may run before it is killed and stored as failed (`--trial-timeout` overrides it)
+    trial_timeout: float | None = Field(default=None, gt=0)
     source: str = Field(default="<memory>", exclude=True)
 
     # --- loading ---

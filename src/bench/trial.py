@@ -89,12 +89,11 @@ class TrialContext:
     max_params: int | None = None
     report_hook: Callable[[int, dict[str, float]], bool] | None = None  # returns True to prune
     progress: Callable[[int, int, dict[str, float]], None] | None = None  # (epoch, total_epochs, metrics)
-    # epochs after which the backend's pruner judges the trial: a one-cycle schedule ends a cycle at each of them
-    rungs: tuple[int, ...] = ()
     run_dir: Path | None = None
     # artifacts for `bench report` (bench.artifacts): None keeps none; else predictions of every complete trial, and
     # the models of the best keep_top trials of the study (every trial's with keep_models)
     trial_number: int | None = None
+    backend: str | None = None  # the artifacts' folder is per (study, backend, trial): bench.artifacts.trial_dir
     keep_top: int | None = None
     keep_models: bool = False
     artifacts: dict[str, Any] = field(default_factory=dict)  # extra JSON files a family hands to the artifact hook

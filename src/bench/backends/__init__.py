@@ -76,13 +76,13 @@ class SearchConfig:
     def __post_init__(self):
         study_name(self.study)  # it becomes a folder under results_dir: checked wherever a search is set up
 
-    def context(self, trial_number: int, report_hook=None, progress=None, rungs: tuple[int, ...] = ()) -> TrialContext:
-        """One trial's context: its own seed, the study's validation split, the epochs its pruner judges it at."""
+    def context(self, trial_number: int, backend: str, report_hook=None, progress=None) -> TrialContext:
+        """One trial's context: its own seed, the study's validation split, its artifact folder's backend."""
         return TrialContext(
             seed=self.seed + trial_number, data_root=self.data_root, cache_dir=self.cache_dir,
             val_fraction=self.val_fraction, test_fraction=self.test_fraction, split_seed=self.seed, max_params=self.max_params,
-            report_hook=report_hook, progress=progress, rungs=rungs, run_dir=self.results_dir / self.study,
-            trial_number=trial_number, keep_top=self.keep_top, keep_models=self.keep_models,
+            report_hook=report_hook, progress=progress, run_dir=self.results_dir / self.study,
+            trial_number=trial_number, backend=backend, keep_top=self.keep_top, keep_models=self.keep_models,
         )
 
 

@@ -3,6 +3,8 @@
 keras-tuner only decides the points (and, for hyperband, the epochs of each); bench's objective trains and scores them
 and writes the same leaderboard rows as every backend. State lives in RESULTS/kerastuner/<study>, so a re-run resumes.
 keras-tuner needs `tensorboard` installed on the TensorFlow backend.
+With --trial-timeout or --trial-memory, each trial runs in a child process (bench.backends.processes.TrialProcess),
+killed when it passes the limit; without them, in this process.
 """
 from __future__ import annotations
 
@@ -37,7 +39,13 @@ def _tuner_class(name: str):
 def run(space: SearchSpace, config: SearchConfig, progress=None):
     import keras_tuner as kt
 
-    objective = get_objective(config.objective)
+    objective = runs = get_objective(config.objective)
+    limited = None
+    if config.trial_timeout or config.trial_memory:  # only a process of its own can be killed mid-trial
+        from bench.backends.processes import LimitedObjective, TrialProcess
+
+        limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
+        runs = LimitedObjective(config.objective, limited)
     board = Leaderboard(config.db_url)
     base = _tuner_class(config.sampler)
     max_epochs = int(space.fixed().get("epochs") or objective.defaults.get("epochs", 10))
@@ -48,12 +56,12 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
             if "tuner/epochs" in trial.hyperparameters.values:  # hyperband sets each trial's epoch budget
                 params["epochs"] = int(trial.hyperparameters.get("tuner/epochs"))
             number = int(trial.trial_id)
-            ctx = config.context(number, progress=progress.epoch if progress else None)
+            ctx = config.context(number, "kerastuner", progress=progress.epoch if progress else None)
             if progress:
                 progress.start_trial(number)
             started = time.perf_counter()
             try:
-                result = execute_trial(objective, params, ctx, board, config, "kerastuner", number)
+                result = execute_trial(runs, params, ctx, board, config, "kerastuner", number)
             except (TrialFailed, Pruned) as e:
                 if progress:
                     progress.trial_done(number, "failed", None, time.perf_counter() - started)
@@ -74,8 +82,12 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
     else:
         options.update(max_trials=config.trials)
     tuner = BenchTuner(**options)
-    with progress or nullcontext():
-        if progress:
-            progress.begin(study_done=len(tuner.oracle.trials), total=config.trials)
-        tuner.search()
+    try:
+        with progress or nullcontext():
+            if progress:
+                progress.begin(study_done=len(tuner.oracle.trials), total=config.trials)
+            tuner.search()
+    finally:
+        if limited:
+            limited.close()
     return tuner

@@ -332,8 +332,8 @@ def join(config: SearchConfig, progress=None) -> optuna.Study:
     settings = dict(attrs["search"])
     if config.trials:  # a worker may ask for a different total
         settings["trials"] = config.trials
-    joined = replace(config, objective=attrs["objective"], **settings)
     space = SearchSpace.from_dict(attrs["space"], source=f"study {config.study}")
+    joined = replace(config, objective=attrs["objective"], trial_timeout=config.trial_timeout or space.trial_timeout, **settings)
     fail_orphans(joined, study)
     _supervise(joined, space, study, progress)
     return study
@@ -375,8 +375,7 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             trial.report(metrics["val_accuracy"], step=epoch + 1)
             return trial.should_prune() and not anchor
 
-        rungs = PARETO_RUNGS if config.pruner == "pareto-asha" else ()
-        ctx = config.context(trial.number, report_hook=report, progress=progress.epoch if progress else None, rungs=rungs)
+        ctx = config.context(trial.number, "optuna", report_hook=report, progress=progress.epoch if progress else None)
         if progress:
             progress.start_trial(trial.number)
         try:

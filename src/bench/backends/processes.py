@@ -210,3 +210,150 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
         raise KeyboardInterrupt
     if fatal:
         raise ValueError(fatal[0])
+
+
+# --- one trial at a time in a child process: --trial-timeout / --trial-memory for kerastuner and Ray ---
+
+
+class _RemoteTraceback(Exception):
+    """The child's traceback, chained under the exception raised here, so failures.log shows where it failed."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _trial_child(jobs, events) -> None:
+    """The child's body: run each (objective name, params, context) it is sent, sending back epochs and the outcome."""
+    import traceback
+
+    from bench.data import DataError
+    from bench.objective import Pruned, TrialFailed, get_objective
+
+    die_with_parent()
+    with stop.on_ctrl_c(message=""):  # the terminal's Ctrl-C reaches the child too: stop at the next epoch
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            name, params, ctx = job
+            events.put(("started",))  # the time limit counts from here, not from this process's start-up
+            ctx.progress = lambda epoch, total, metrics: events.put(("epoch", epoch, total, _floats(metrics)))
+            ctx.report_hook = lambda epoch, metrics: events.put(("report", epoch, _floats(metrics))) or False
+            try:
+                result = get_objective(name).run(params, ctx)
+                events.put(("done", result, ctx.curve, ctx.n_params))
+            except BaseException as e:  # noqa: BLE001 - every outcome goes back to the backend's process
+                kind = ("pruned" if isinstance(e, Pruned) else "failed" if isinstance(e, TrialFailed) else
+                        "data" if isinstance(e, DataError) else "interrupted" if isinstance(e, KeyboardInterrupt) else "error")
+                message = str(e) if kind != "error" else f"{type(e).__name__}: {e}"
+                events.put(("raised", kind, message, traceback.format_exc(), ctx.curve, ctx.n_params))
+                if kind == "interrupted":
+                    return
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+class TrialProcess:
+    """Runs trials of an objective one at a time in a spawned child process, for the backends whose trials would
+    otherwise run in their own process (keras-tuner's search loop, a Ray worker): a trial that runs past
+    `trial_timeout` seconds, or whose child holds more than `memory_limit_mb`, has its child killed and fails with
+    that reason; a crash of the child fails that trial only. The child is reused for `recycle` trials (starting one
+    costs a Python and TensorFlow start-up, a few seconds), then replaced, which also keeps memory flat.
+
+    `run(objective_name, params, ctx)` stands in for `get_objective(name).run(params, ctx)`: the same Result, the same
+    exceptions (Pruned, TrialFailed, DataError, KeyboardInterrupt), and ctx.progress / ctx.report_hook called here,
+    epoch by epoch, as the child reports them."""
+
+    def __init__(self, trial_timeout: float | None = None, memory_limit_mb: float | None = None, recycle: int = 10,
+                 poll: float = 0.2):
+        self.trial_timeout, self.memory_limit_mb, self.recycle, self.poll = trial_timeout, memory_limit_mb, recycle, poll
+        self._process, self._jobs, self._events, self._ran = None, None, None, 0
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")  # a fresh interpreter: TensorFlow's threads do not survive fork
+        self._jobs, self._events = ctx.Queue(), ctx.Queue()
+        self._process = ctx.Process(target=_trial_child, args=(self._jobs, self._events), daemon=True)
+        self._process.start()
+        self._ran = 0
+
+    def close(self) -> None:
+        """End the child (at once: it is idle between trials, or its trial is being abandoned)."""
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join()
+            self._process = None
+
+    def run(self, objective_name: str, params: dict[str, Any], ctx):
+        from dataclasses import replace
+
+        from bench.data import DataError
+        from bench.objective import Pruned, TrialFailed
+
+        if self._process is None or not self._process.is_alive() or self._ran >= self.recycle:
+            self.close()
+            self._start()
+        self._ran += 1
+        self._jobs.put((objective_name, params, replace(ctx, report_hook=None, progress=None)))
+        since, forwarded = None, False
+        while True:
+            try:
+                event = self._events.get(timeout=self.poll)
+            except queue_module.Empty:
+                event = None
+            if event is None:
+                if stop.requested() and not forwarded:  # a stop sent to this process alone reaches the trial too
+                    forwarded = True
+                    os.kill(self._process.pid, signal.SIGINT)
+                why = self._overrun(since)
+                if why is None and self._process.is_alive():
+                    continue
+                if why is None:
+                    why = exit_reason(self._process.exitcode).replace("its worker process", "the trial's process")
+                else:
+                    why = f"{why}; its process was killed"
+                self.close()
+                raise TrialFailed(why)
+            if event[0] == "started":
+                since = time.monotonic()
+            elif event[0] == "epoch":
+                if ctx.progress:
+                    ctx.progress(*event[1:])
+            elif event[0] == "report":
+                ctx.curve.append({"epoch": event[1], **event[2]})
+                if ctx.report_hook and ctx.report_hook(event[1], event[2]):
+                    self.close()
+                    raise Pruned(f"pruned after epoch {event[1] + 1}")
+            elif event[0] == "done":
+                result, ctx.curve[:], ctx.n_params = event[1], event[2], event[3]
+                return result
+            else:
+                kind, message, tb, ctx.curve[:], ctx.n_params = event[1:]
+                error = {"pruned": Pruned, "failed": TrialFailed, "data": DataError, "interrupted": KeyboardInterrupt}
+                raise error.get(kind, TrialFailed)(message) from _RemoteTraceback(tb)
+
+    def _overrun(self, since: float | None) -> str | None:
+        if since is None:  # still starting up
+            return None
+        if self.trial_timeout and time.monotonic() - since > self.trial_timeout:
+            return f"exceeded --trial-timeout {self.trial_timeout:g} s"
+        if self.memory_limit_mb and self._process.is_alive():
+            try:
+                rss = psutil.Process(self._process.pid).memory_info().rss / 2**20
+            except psutil.Error:
+                return None
+            if rss > self.memory_limit_mb:
+                return f"exceeded --trial-memory {self.memory_limit_mb:g} MB (its process held {rss:.0f} MB)"
+        return None
+
+
+class LimitedObjective:
+    """The registered objective `name`, each run of which goes through a TrialProcess (for execute_trial)."""
+
+    def __init__(self, name: str, process: TrialProcess):
+        self.name, self.process = name, process
+
+    def run(self, params: dict[str, Any], ctx):
+        return self.process.run(self.name, params, ctx)

@@ -2,8 +2,9 @@
 
 Points come from Ray's OptunaSearch, fed by the space's Optuna converter (so conditions work); ASHA stops trials early on
 the per-epoch validation accuracy. The driver writes every trial's leaderboard row as results stream in (complete,
-stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/; a local cluster keeps
-Ray's token auth. `--resume` restores an interrupted experiment: finished trials are neither lost nor re-run.
+stopped early = pruned, failed). Ray's temp and results folders live under RESULTS/<study>/. A local Ray listens on
+loopback only (127.0.0.1: its GCS, raylet, workers and agents) and keeps Ray's token auth. `--resume` restores an
+interrupted experiment: finished trials are neither lost nor re-run.
 """
 from __future__ import annotations
 
@@ -47,13 +48,24 @@ def _trainable(config: SearchConfig, cpus_per_trial: int):
             tune.report({"val_accuracy": metrics.get("val_accuracy", 0.0), "epoch": epoch + 1, "final": False})
             return False  # ASHA stops the trial from outside
 
-        ctx = config.context(number, report_hook=report)
+        ctx = config.context(number, "ray", report_hook=report)
+        limited = None
+        if config.trial_timeout or config.trial_memory:  # a child of this worker, which can be killed mid-trial
+            from bench.backends.processes import TrialProcess
+
+            limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=1)
         try:
-            result = get_objective(config.objective).run(params, ctx)
+            if limited:
+                result = limited.run(config.objective, params, ctx)
+            else:
+                result = get_objective(config.objective).run(params, ctx)
         except Exception as e:  # reported, not raised: the driver stores the reason
             reason = str(e) if isinstance(e, (TrialFailed, Pruned)) else f"{type(e).__name__}: {e}"
             tune.report({"final": True, "failed": reason, "n_params": ctx.n_params or 0, "val_accuracy": 0.0})
             return
+        finally:
+            if limited:
+                limited.close()
         import ray
 
         result.extras["ray_node"] = ray.get_runtime_context().get_node_id()  # which machine of the cluster ran it
@@ -118,20 +130,24 @@ def _error_text(trial) -> str:
 def run(space: SearchSpace, config: SearchConfig, progress=None):
     if config.address:  # a cluster started by hand (`ray start`) decides its own auth
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # a local Ray keeps Ray's default, token auth: its ports listen on every interface, not on loopback only
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    run_dir = (Path(config.results_dir) / config.study).resolve()
+    # absolute before Ray starts: its trials chdir into Tune's folders, where a relative one would put their artifacts
+    config = replace(config, results_dir=Path(config.results_dir).resolve())
+    run_dir = config.results_dir / config.study
     storage = run_dir / "ray"
     storage.mkdir(parents=True, exist_ok=True)
+    undo = _nothing
     if not ray.is_initialized():
         if config.address:
             ray.init(address=config.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=os.cpu_count(), _temp_dir=_temp_dir(run_dir), include_dashboard=False, log_to_driver=False)
+            undo = _loopback_only()
+            ray.init(num_cpus=os.cpu_count(), _temp_dir=_temp_dir(run_dir), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
     _PROGRESS[config.study] = progress
     _DB_URLS[config.study] = config.db_url
     # the workers never write the leaderboard (the driver does), so what Tune pickles of theirs holds no database URL
@@ -166,6 +182,35 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
             return tuner.fit()
     finally:
         ray.shutdown()
+        undo()
+
+
+def _loopback_only():
+    """Make a local Ray listen on 127.0.0.1 only; returns what undoes it once Ray is shut down.
+
+    ray.init(_node_ip_address="127.0.0.1") alone is not enough: Ray swaps a loopback address for the machine's own
+    (services.resolve_ip_for_localhost), and its gRPC servers then listen on every interface. Ray keeps to loopback
+    where it sees no cluster (its macOS/Windows default, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0): set here for this
+    process (ray_constants read it at import, so it is set there too) and inherited by the GCS, raylet, agents and
+    workers Ray starts. Never for --address: the cluster's other machines must reach its driver."""
+    import ray._private.ray_constants as ray_constants
+
+    saved_env, saved_flag = os.environ.get(LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def undo() -> None:
+        os.environ.pop(LOCAL_ONLY_ENV) if saved_env is None else os.environ.__setitem__(LOCAL_ONLY_ENV, saved_env)
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+
+    return undo
+
+
+def _nothing() -> None:
+    pass
+
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _temp_dir(run_dir: Path) -> str:

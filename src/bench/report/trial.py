@@ -28,12 +28,20 @@ class ReportError(ValueError):
     """Nothing to report on (unknown trial or study); the message says what to run."""
 
 
-def find_row(board: Leaderboard, trial: int, study: str | None = None) -> dict[str, Any]:
-    """A leaderboard row: trial number `trial` of `study`, or the row whose id is `trial` when no study is given."""
+def find_row(board: Leaderboard, trial: int, study: str | None = None, backend: str | None = None) -> dict[str, Any]:
+    """A leaderboard row: trial number `trial` of `study` (of `backend`, needed only when two backends searched the
+    study), or the row whose id is `trial` when no study is given."""
     if study:
         rows = [r for r in board.query(study=study) if r["trial_number"] == trial]
+        if backend:
+            rows = [r for r in rows if r["backend"] == backend]
         if not rows:
-            raise ReportError(f"no trial {trial} in study '{study}' (see `bench leaderboard --study {study}`)")
+            of = f" of backend {backend}" if backend else ""
+            raise ReportError(f"no trial {trial}{of} in study '{study}' (see `bench leaderboard --study {study}`)")
+        backends = sorted({r["backend"] for r in rows})
+        if len(backends) > 1:
+            raise ReportError(f"study '{study}' has a trial {trial} from each of {', '.join(backends)}: "
+                              f"give --backend {' or --backend '.join(backends)}")
         return rows[0]
     row = board.row(trial)
     if row is None:
@@ -42,15 +50,27 @@ def find_row(board: Leaderboard, trial: int, study: str | None = None) -> dict[s
 
 
 def artifacts_folder(row: dict[str, Any], results: Path | None = None) -> Path | None:
-    """The row's artifact folder as stored, else results/<study>/trial-<n> (results moved or run from elsewhere)."""
+    """The row's artifact folder as stored, else results/<study>/<backend>-trial-<n> (results moved or run from
+    elsewhere), else the layout of older versions, results/<study>/trial-<n>. A folder whose meta.json names another
+    backend is never taken for this row's."""
+    from bench.artifacts import trial_dir
+
     stored = (row.get("extras") or {}).get("artifacts")
     candidates = [Path(stored)] if stored else []
     if results is not None:
-        candidates.append(Path(results) / row["study"] / f"trial-{row['trial_number']}")
+        run_dir = Path(results) / row["study"]
+        candidates += [trial_dir(run_dir, row["trial_number"], row.get("backend")), trial_dir(run_dir, row["trial_number"])]
     for c in candidates:
-        if (c / "predictions.npz").exists():
+        if (c / "predictions.npz").exists() and _meta_backend(c) in (None, row.get("backend")):
             return c
     return None
+
+
+def _meta_backend(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def saved_network(row: dict[str, Any], folder: Path | None):
