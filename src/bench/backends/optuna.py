@@ -241,13 +241,16 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state != optuna.trial.TrialState.RUNNING:
         return False
-    study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-    if retry:
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        if trial.params:  # killed before its params were drawn, it has nothing to run again
-            anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": number, **anchor})
-    study.tell(number, state=optuna.trial.TrialState.FAIL)
+    try:  # two processes may sweep the same orphan: the first to store it wins, the other leaves it alone
+        study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        if retry:
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+        return False
+    if retry and trial.params:  # killed before its params were drawn, it has nothing to run again
+        anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": number, **anchor})
     _store_failed_row(config, trial, reason)
     return True
 
