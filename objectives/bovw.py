@@ -21,8 +21,8 @@ dim; logistic regression: coef + intercept). Before fitting, the base template g
 image a support vector); the exact count after fitting is in the trial's history as `n_params_fitted`.
 
 Saved model (save_model, for `bench report` and `bench export`): model.joblib holds the descriptor settings and the
-fitted pipeline (codebook or GMM, scaler, projection, classifier), not the descriptor store; load_model(folder) reads it
-back as an ImageBoVW, which classifies RGB images by extracting their descriptors as the search did.
+fitted pipeline (codebook or GMM, scaler, projection, classifier), not the descriptor store; BoVW.load_model(folder)
+reads it back, and predict_proba on RGB images extracts their descriptors as the search did.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from bench import data as bdata
-from bench.bovw.descriptors import BINARY, DescriptorSpec, LocalFeatures, extract_image, load_features, parse_sizes
+from bench.bovw.descriptors import (BINARY, DescriptorSpec, LocalFeatures, cached_store, extract_image, load_features,
+                                    parse_sizes)
 from bench.bovw.pipeline import BoVWError, BoVWPipeline, PipelineConfig, fisher_dim, pyramid_cells
 from bench.objective import FitInfo, Objective, TrialContext, classification_metrics
 
@@ -56,7 +57,7 @@ class FeatureSplit(bdata.Split):
 class BoVWModel:
     spec: DescriptorSpec
     config: PipelineConfig
-    features: LocalFeatures
+    features: LocalFeatures | None  # None for a loaded model whose search's descriptors are no longer cached
     cache_dir: Any
     cv_folds: int
     pipeline: BoVWPipeline | None = None
@@ -163,18 +164,45 @@ class BoVW(Objective):
         return dict(model.cv_metrics)
 
     def predict_proba(self, model: BoVWModel, x: np.ndarray) -> np.ndarray:
-        return model.pipeline.predict_proba(model.features, x)
+        """x: image indices into the model's descriptor store (the search's split), or N x S x S x 3 uint8 RGB images
+        (bench.data.decode at spec.image_size: bench predict), whose descriptors are extracted as the search did."""
+        if x.ndim == 1:
+            if model.features is None:
+                raise BoVWError(f"the descriptors of the search's images are no longer cached under {model.cache_dir}; "
+                                "pass the images themselves")
+            return model.pipeline.predict_proba(model.features, x)
+        parts = [extract_image(np.ascontiguousarray(img), model.spec) for img in x]
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in parts])]).astype(np.int64)
+        store = LocalFeatures(np.concatenate([d for d, _ in parts]), np.concatenate([xy for _, xy in parts]), offsets,
+                              key="exported-model-input", binary=model.spec.descriptor in BINARY)
+        return model.pipeline.predict_proba(store, np.arange(len(x)))
 
     def save_model(self, model: BoVWModel, folder) -> Path:
-        """folder/model.joblib: the descriptor settings and the fitted pipeline (no cache folder: the descriptors of
-        new images are nobody's to cache)."""
+        """folder/model.joblib: the descriptor settings and the fitted pipeline (codebook, projections, classifier), with
+        the key of the descriptor store its training inputs index (the images' descriptors stay in the disk cache, not
+        copied here). The pipeline is saved without its cache folder: the visual words of new images are nobody's to
+        cache."""
         import joblib
 
         pipeline = copy.copy(model.pipeline)
         pipeline.cache_dir = None
         path = Path(folder) / MODEL_FILE
-        joblib.dump({"spec": asdict(model.spec), "pipeline": pipeline}, path)
+        joblib.dump({"spec": asdict(model.spec), "config": model.config, "pipeline": pipeline, "cv_folds": model.cv_folds,
+                     "cv_metrics": model.cv_metrics, "n_train": model.n_train, "n_classes": model.n_classes,
+                     "cache_dir": str(model.cache_dir), "features": model.features.key}, path)
         return path
+
+    def load_model(self, folder) -> BoVWModel:
+        """What save_model wrote. It predicts on RGB images (bench predict), and on image indices of the search's
+        descriptor store while that store is still in its cache (the contract checks, bench report). model.joblib is a
+        pickle, which runs code as it loads: load only from a folder you trust."""
+        import joblib
+
+        saved = joblib.load(Path(folder) / MODEL_FILE)
+        spec = DescriptorSpec(**saved["spec"])
+        features = cached_store(saved["cache_dir"], saved["features"], spec.descriptor in BINARY)
+        return BoVWModel(spec, saved["config"], features, saved["cache_dir"], saved["cv_folds"], saved["pipeline"],
+                         saved["cv_metrics"], saved["n_train"], saved["n_classes"])
 
     def count_params(self, model: BoVWModel) -> int:
         """Codebook + projections + classifier (see the module docstring); an upper bound until the model is fitted."""
@@ -200,32 +228,6 @@ class BoVW(Objective):
         if cfg.classifier == "svm" and cfg.svm_kernel == "linear":
             clf = min(clf, pairs * dim + 3 * pairs)  # a linear SVM counts its primal weights when fewer
         return int(codebook + extra + clf)
-
-
-@dataclass
-class ImageBoVW:
-    """A fitted BoVW model that classifies pixels: each image's descriptors, extracted as the search extracted them
-    (bench.bovw.descriptors.extract_image), then the pipeline."""
-
-    spec: DescriptorSpec
-    pipeline: BoVWPipeline
-
-    def predict_images(self, images: np.ndarray) -> np.ndarray:
-        """N x S x S x 3 uint8 RGB images (bench.data.decode at spec.image_size) -> N x classes probabilities."""
-        parts = [extract_image(np.ascontiguousarray(img), self.spec) for img in images]
-        offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in parts])]).astype(np.int64)
-        store = LocalFeatures(np.concatenate([d for d, _ in parts]), np.concatenate([xy for _, xy in parts]), offsets,
-                              key="exported-model-input", binary=self.spec.descriptor in BINARY)
-        return self.pipeline.predict_proba(store, np.arange(len(images)))
-
-
-def load_model(folder) -> ImageBoVW:
-    """The model BoVW.save_model wrote into folder. model.joblib is a pickle, which runs code as it loads: load only
-    from a folder you trust."""
-    import joblib
-
-    saved = joblib.load(Path(folder) / MODEL_FILE)
-    return ImageBoVW(DescriptorSpec(**saved["spec"]), saved["pipeline"])
 
 
 def describe(params: dict[str, Any]) -> str:

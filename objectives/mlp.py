@@ -42,12 +42,13 @@ from bench import keras_train as kt
 from bench.bovw import BoVWPipeline, FeatureClassifier, LocalFeatures, PipelineConfig
 from bench.bovw.pipeline import pyramid_cells
 from bench.data import Split
-from bench.objective import FitInfo, Objective, TrialContext, TrialFailed, classification_metrics
+from bench.keras_objective import KerasObjective, load_network
+from bench.objective import FitInfo, TrialContext, TrialFailed, classification_metrics
 
 VARIANTS = ("end_to_end", "svm", "patches", "patch_bovw")
 PATCH_VARIANTS = ("patches", "patch_bovw")
 AGGREGATES = ("mean", "vote")
-MODEL_FILE, HEAD_FILE = "model.keras", "model-head.joblib"  # both match bench.artifacts.MODEL_GLOB
+HEAD_FILE = "model-head.joblib"  # beside model.keras; both match bench.artifacts.MODEL_GLOB
 
 
 # --- patches ---
@@ -150,7 +151,7 @@ class _ImageLevelReports:
         return out
 
 
-class MLP(Objective):
+class MLP(KerasObjective):
     name = "mlp"
     # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
     quick_params = {"input_size": 16, "hidden_layers": 1, "units": 32, "epochs": 1, "batch_size": 16}
@@ -167,13 +168,9 @@ class MLP(Objective):
         "batch_norm": True,
         "dropout": 0.2,
         "flip": True,  # random horizontal flips while training
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "momentum": 0.9,
+        **KerasObjective.training_defaults,
         "one_cycle": True,
         "batch_size": 64,
-        "epochs": 20,
-        "patience": 0,
         # patches and patch_bovw
         "patch_size": 16,
         "patch_step": 0.5,  # grid step as a fraction of patch_size
@@ -327,39 +324,30 @@ class MLP(Objective):
             extra = int(params["k"]) * layer_units(params)[self._feature_index(params) - 1]
         return network + extra + n * dim + (c - 1) * n + 3 * pairs
 
-    def release(self, model: MLPModel) -> None:
-        kt.release_keras()
+    def network(self, model: MLPModel):
+        return model.net
 
     def save_model(self, model: MLPModel, folder) -> Path:
         """folder/model.keras (the network) and folder/model-head.joblib (params, class count and fitted head), which
         load_model reads back; returns the .keras path, the file `bench report` opens."""
         import joblib
 
-        folder = Path(folder)
-        model.net.save(folder / MODEL_FILE)
+        path = super().save_model(model, folder)
         joblib.dump({"params": model.params, "n_fit": model.n_fit, "n_classes": model.n_classes, "head": model.head},
-                    folder / HEAD_FILE)
-        return folder / MODEL_FILE
-
-    def set_seed(self, seed: int) -> None:
-        kt.seed_everything(seed)
+                    Path(folder) / HEAD_FILE)
+        return path
 
     def load_model(self, folder) -> MLPModel:
-        """What save_model wrote (bench.checks reads it back and compares predictions)."""
-        return load_model(folder)
+        """What save_model wrote into folder, as the MLPModel predict_proba takes. The head is a joblib pickle, which
+        runs code as it loads: load only from a results folder you trust."""
+        import joblib
 
-
-def load_model(folder) -> MLPModel:
-    """The model MLP.save_model wrote into folder, ready for MLP().predict_proba. The head is a joblib pickle, which runs
-    code as it loads: load only from a results folder you trust."""
-    import joblib
-
-    saved = joblib.load(Path(folder) / HEAD_FILE)
-    net = kt.keras().models.load_model(Path(folder) / MODEL_FILE, compile=False)
-    model = MLPModel(net, saved["params"], saved["n_fit"], saved["n_classes"], head=saved["head"])
-    if model.head is not None:
-        model.extractor = _extractor(net, model.params)
-    return model
+        saved = joblib.load(Path(folder) / HEAD_FILE)
+        net = load_network(folder)
+        model = MLPModel(net, saved["params"], saved["n_fit"], saved["n_classes"], head=saved["head"])
+        if model.head is not None:
+            model.extractor = _extractor(net, model.params)
+        return model
 
 
 def _extractor(net, params: dict[str, Any]):

@@ -14,7 +14,8 @@ import numpy as np
 
 from bench import keras_train as kt
 from bench.data import Split
-from bench.objective import FitInfo, Objective, TrialContext, TrialFailed
+from bench.keras_objective import KerasObjective
+from bench.objective import FitInfo, TrialContext, TrialFailed
 
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
 INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "random_normal", "zeros")
@@ -24,7 +25,7 @@ def block_filters(blocks: int, base: int, growth: float, cap: int) -> list[int]:
     return [max(1, min(cap, int(round(base * growth**i)))) for i in range(blocks)]
 
 
-class TinyNet(Objective):
+class TinyNet(KerasObjective):
     name = "tinynet"
     # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
     quick_params = {"input_size": 32, "blocks": 2, "base_filters": 8, "epochs": 1, "batch_size": 16}
@@ -48,13 +49,7 @@ class TinyNet(Objective):
         "head": "gap",
         "dense_units": 0,
         "head_dropout": 0.0,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "one_cycle": False,
-        "batch_size": 32,
-        "epochs": 20,
-        "patience": 0,
+        **KerasObjective.training_defaults,  # adam, lr 1e-3, batch 32, 20 epochs, no one-cycle, no early stopping
         "flip": True,
         "shift": 0.0,
         "label_smoothing": 0.0,
@@ -119,9 +114,6 @@ class TinyNet(Objective):
         outputs = L.Dense(split.num_classes, activation="softmax", kernel_initializer=init)(x)
         return k.Model(inputs, outputs, name="tinynet")
 
-    def fit(self, model, split: Split, params: dict[str, Any], ctx: TrialContext) -> FitInfo:
-        return kt.fit_keras(model, split, params, ctx, self.predict_proba)
-
     def predict_proba(self, model, x: np.ndarray) -> np.ndarray:
         """Class probabilities; a model trained on horizontal flips also sees each image flipped, and the two are
         averaged (test-time augmentation: the flip is in the model, so a saved model predicts the same way)."""
@@ -129,19 +121,3 @@ class TinyNet(Objective):
         if any(type(layer).__name__ == "RandomFlip" for layer in model.layers):
             proba = (proba + kt.predict_keras(model, x[:, :, ::-1])) / 2
         return proba
-
-    def count_params(self, model) -> int:
-        """Every weight of the network, as Keras counts them (batch-norm moving statistics included)."""
-        return int(model.count_params())
-
-    def release(self, model) -> None:
-        kt.release_keras()
-
-    def save_model(self, model, folder):
-        """The whole Keras model (architecture, weights, optimizer state) as folder/model.keras."""
-        path = folder / "model.keras"
-        model.save(path)
-        return path
-
-    def set_seed(self, seed: int) -> None:
-        kt.seed_everything(seed)

@@ -29,6 +29,7 @@ moving statistics included); the trainable count is in the history as `trainable
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,15 @@ import numpy as np
 
 from bench import data as bdata
 from bench import keras_train as kt
-from bench.objective import FitInfo, Objective, TrialContext, TrialFailed
+from bench.keras_objective import KerasObjective, load_network
+from bench.objective import FitInfo, TrialContext, TrialFailed
 from bench.transfer.backbones import block_of_layers, get_backbone
 from bench.transfer.features import cached_features, feature_key
 
 MODES = ("freeze_all_but_head", "unfreeze_blocks", "cut_after")
 SWAPS = ("keep", "relu", "elu", "tanh")
 AUGMENTATIONS = ("flip", "rotation", "shift", "shear", "zoom")
+INPUTS_FILE = "model-inputs.json"  # beside model.keras; both match bench.artifacts.MODEL_GLOB
 
 
 @dataclasses.dataclass
@@ -55,6 +58,21 @@ class TransferModel:
     trained: Any
     inputs: str
     cache_hit: bool = False  # the frozen bottom's features came from the cache
+    boundary: str | None = None  # inputs "features": the layer of `whole` they are the output of
+
+
+@dataclasses.dataclass
+class TransferSplit(bdata.Split):
+    """A Split that says what build needs to know of the data: where the backbone's weights are cached, and whether
+    its x arrays hold images (boundary None) or the outputs of the frozen bottom up to layer `boundary`."""
+
+    cache: Path | None = None
+    boundary: str | None = None
+    cache_hit: bool = False  # those outputs came from the feature cache
+
+
+def _with(split: bdata.Split, **extra) -> TransferSplit:
+    return TransferSplit(**{f.name: getattr(split, f.name) for f in dataclasses.fields(split)}, **extra)
 
 
 def trainable_count(model) -> int:
@@ -79,7 +97,7 @@ def augmentation_layers(params: dict[str, Any]) -> list:
     return layers
 
 
-class Transfer(Objective):
+class Transfer(KerasObjective):
     name = "transfer"
     # the contract checks' trial (bench.checks): seconds, 1 epoch, small inputs
     quick_params = {"input_size": 32, "epochs": 1, "batch_size": 16}
@@ -103,13 +121,8 @@ class Transfer(Objective):
         "zoom": 0.0,
         "dataset": "full",
         "tiny_per_class": 50,
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "one_cycle": False,
-        "batch_size": 32,
+        **KerasObjective.training_defaults,
         "epochs": 10,
-        "patience": 0,
     }
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,16 +141,14 @@ class Transfer(Objective):
         return params
 
     # --- the network ---
-    def _whole(self, params: dict[str, Any], num_classes: int, ctx_cache) -> tuple[Any, list[str]]:
-        """The composed network with its trainable flags set, and the names of its blocks' ends (after any cut)."""
+    def _whole(self, params: dict[str, Any], num_classes: int, ctx_cache):
+        """The composed network with its trainable flags set."""
         k = kt.keras()
         L = k.layers
         backbone = get_backbone(params["backbone"])
         net = backbone.make(int(params["input_size"]), params["weights"], ctx_cache)
         kt.seed_everything(getattr(self, "seed", 0))  # the head's init depends on the seed only, not on a first conversion
-        ends = list(backbone.block_ends)
-        if params["mode"] == "cut_after":
-            ends = ends[: ends.index(params["cut_after"]) + 1]
+        ends = self._ends(params)
         x = net.get_layer(ends[-1]).output
         x = L.GlobalAveragePooling2D(name="features")(x)
         if params["head_units"]:
@@ -159,7 +170,15 @@ class Transfer(Objective):
             if layer.name in blocks:
                 is_bn = layer.__class__.__name__ == "BatchNormalization"
                 layer.trainable = blocks[layer.name] in trainable and (params["train_bn"] or not is_bn)
-        return whole, ends
+        return whole
+
+    @staticmethod
+    def _ends(params: dict[str, Any]) -> list[str]:
+        """The names of the backbone's block ends, after any cut."""
+        ends = list(get_backbone(params["backbone"]).block_ends)
+        if params["mode"] == "cut_after":
+            ends = ends[: ends.index(params["cut_after"]) + 1]
+        return ends
 
     @staticmethod
     def trainable_blocks(params: dict[str, Any], n_blocks: int) -> set[int]:
@@ -180,27 +199,37 @@ class Transfer(Objective):
         return ends[first - 1] if first > 0 else None
 
     # --- the template's parts ---
-    def load_data(self, params: dict[str, Any], ctx: TrialContext) -> bdata.Split:
-        """The images, or the cached outputs of the frozen bottom when there is one to cache (then the split's x
-        arrays hold those features, so validation and test read them like images)."""
+    def load_data(self, params: dict[str, Any], ctx: TrialContext) -> TransferSplit:
+        """The images, or the cached outputs of the frozen bottom when there is one to cache: then the
+        split's x arrays hold those features, so validation and test read them like images. On a cache miss the
+        network is built here to compute them, and built again by build (the features do not depend on the head)."""
         size, tiny = int(params["input_size"]), self._tiny(params)
         cache = ctx.cache_dir or bdata.default_cache_dir()
-        whole, ends = self._whole(params, len(ctx.catalog.classes), cache)
-        boundary = self._boundary(params, ends)
+        boundary = self._boundary(params, self._ends(params))
         if boundary is None:
-            self._model = TransferModel(whole, self._augmented(whole, params), "images")
-            return ctx.images(size, True, tiny)
-        k = kt.keras()
-        bottom = k.Model(whole.input, whole.get_layer(boundary).output, name="frozen_bottom")
-        top = k.Model(whole.get_layer(boundary).output, whole.output, name="trained_top")
+            return _with(ctx.images(size, True, tiny), cache=cache)
+
+        def bottom():
+            whole = self._whole(params, len(ctx.catalog.classes), cache)
+            return kt.keras().Model(whole.input, whole.get_layer(boundary).output, name="frozen_bottom")
+
         key = feature_key(data=ctx.catalog.fingerprint(cache), backbone=params["backbone"], weights=self._weights_id(params),
-                          size=size, activation=params["activation"], ends=ends[-1], boundary=boundary)
+                          size=size, activation=params["activation"], ends=self._ends(params)[-1], boundary=boundary)
         arrays = bdata.load_arrays(ctx.catalog, size, True, ctx.cache_dir)
         features, hit = cached_features(bottom, {"x_train": arrays.x_train, "x_test": arrays.x_test},
                                         cache / "features" / key, f"{params['backbone']} features up to {boundary}")
-        self._model = TransferModel(whole, top, "features", hit)
         features_only = dataclasses.replace(arrays, x_train=features["x_train"], x_test=features["x_test"])
-        return bdata.make_split(features_only, ctx.val_fraction, ctx.split_seed, tiny)
+        split = bdata.make_split(features_only, ctx.val_fraction, ctx.split_seed, tiny)
+        return _with(split, cache=cache, boundary=boundary, cache_hit=hit)
+
+    def build(self, params: dict[str, Any], split: TransferSplit) -> TransferModel:
+        """The composed network, and what trains: its top above the split's boundary when the split holds features,
+        else the whole network behind the augmentation layers."""
+        whole = self._whole(params, split.num_classes, split.cache or bdata.default_cache_dir())
+        if split.boundary is not None:
+            top = kt.keras().Model(whole.get_layer(split.boundary).output, whole.output, name="trained_top")
+            return TransferModel(whole, top, "features", split.cache_hit, split.boundary)
+        return TransferModel(whole, self._augmented(whole, params), "images")
 
     @staticmethod
     def _tiny(params):
@@ -218,10 +247,6 @@ class Transfer(Objective):
         for layer in aug:
             x = layer(x)
         return k.Model(inputs, whole(x), name="augmented")
-
-    def build(self, params: dict[str, Any], split: bdata.Split) -> TransferModel:
-        model, self._model = self._model, None  # built with the data: the frozen bottom made the features
-        return model
 
     @staticmethod
     def _weights_id(params):
@@ -257,21 +282,32 @@ class Transfer(Objective):
               f"{epoch:.0f} s per epoch, {epoch * int(params['epochs']) / 60:.1f} min for {params['epochs']} epochs",
               file=sys.stderr, flush=True)
 
+    def network(self, model: TransferModel):
+        """The composed network, backbone as cut + head: what count_params counts (every number, batch-norm statistics
+        included) and save_model saves."""
+        return model.whole
+
     def predict_proba(self, model: TransferModel, x: np.ndarray) -> np.ndarray:
         return kt.predict_keras(model.trained, x)
 
-    def count_params(self, model: TransferModel) -> int:
-        """Every number of the composed network (backbone as cut + head), batch-norm statistics included."""
-        return int(model.whole.count_params())
-
-    def release(self, model) -> None:
-        kt.release_keras()
-
-    def save_model(self, model: TransferModel, folder):
-        path = folder / "model.keras"
-        model.whole.save(path)
+    def save_model(self, model: TransferModel, folder) -> Path:
+        """The composed network as folder/model.keras, and in folder/model-inputs.json what the trained part took
+        (features up to which layer, or images), which load_model reads back."""
+        path = super().save_model(model, folder)
+        (Path(folder) / INPUTS_FILE).write_text(json.dumps({"inputs": model.inputs, "boundary": model.boundary}))
         return path
 
+    def load_model(self, folder) -> TransferModel:
+        """What save_model wrote: the model takes what the trial's split held (its features or images); its
+        `whole` (network()) always takes images, for `bench report` and `bench export`."""
+        whole = load_network(folder)
+        saved = Path(folder) / INPUTS_FILE
+        boundary = json.loads(saved.read_text()).get("boundary") if saved.exists() else None
+        if boundary is None:
+            return TransferModel(whole, whole, "images")
+        top = kt.keras().Model(whole.get_layer(boundary).output, whole.output, name="trained_top")
+        return TransferModel(whole, top, "features", boundary=boundary)
+
     def set_seed(self, seed: int) -> None:
-        self.seed = seed
-        kt.seed_everything(seed)
+        self.seed = seed  # _whole seeds the head's init with it
+        super().set_seed(seed)

@@ -18,6 +18,16 @@ MIT8 = Path(os.environ.get("BENCH_TEST_MIT8", REPO.parent / "shared" / "data" / 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# a test that takes the real images (and trains on them) or a server is `slow`: `pytest -m "not slow"` leaves it out.
+# Tests that start a server without one of these fixtures carry the marker themselves.
+SLOW_FIXTURES = {"mit8", "tiny_mit8", "postgres_url", "two_node_cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def _sample(dest: Path, train_per_class: int, test_per_class: int) -> Path:
     if not MIT8.is_dir():
@@ -63,6 +73,26 @@ def make_folder(root: Path, classes=("a", "b"), train=4, test=2, **image_kw) -> 
         for ci, cls in enumerate(classes):
             for i in range(n):
                 make_image(root / split / cls / f"{i}.png", seed=ci * 100 + i, **image_kw)
+    return root
+
+
+@pytest.fixture(scope="session")
+def made_images(tmp_path_factory) -> Path:
+    """Images the tests make: 4 classes x (8 train + 3 test) 48x48 RGB images, each class its own colour and stripe
+    direction under seeded noise, so a model can learn them (and a contract test needs no data set)."""
+    root = tmp_path_factory.mktemp("made_images")
+    colours = ((200, 60, 60), (60, 200, 60), (60, 60, 200), (200, 200, 60))
+    rng = np.random.default_rng(0)
+    grid = np.arange(48)
+    for ci, colour in enumerate(colours):
+        stripes = ((grid[:, None] if ci % 2 else grid[None, :]) // 6 % 2) * 50  # horizontal or vertical
+        for split, n in (("train", 8), ("test", 3)):
+            for i in range(n):
+                noise = rng.normal(0, 25, (48, 48, 3))
+                arr = np.clip(np.array(colour) + stripes[..., None] + noise, 0, 255).astype(np.uint8)
+                path = root / split / f"class{ci}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr, "RGB").save(path)
     return root
 
 

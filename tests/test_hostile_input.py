@@ -310,7 +310,7 @@ ARTIFACT_PATHS = [("train/a/x.jpg", True), ("a/b.PNG", True), ("../x.jpg", False
 
 @pytest.mark.parametrize("relative,opened", ARTIFACT_PATHS)
 def test_report_opens_only_images_under_the_data_root(tmp_path, relative, opened):
-    from bench.report import _inside
+    from bench.report.trial import _inside
 
     assert _inside(str(tmp_path / "data"), relative) is opened
 

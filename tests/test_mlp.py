@@ -205,7 +205,7 @@ def test_each_svm_gamma_reaches_its_svm():
 def test_saved_model_predicts_as_the_trained_one(tiny_mit8, tmp_path, variant):
     import json
 
-    from bench.report import load_model as report_model
+    from bench.report.trial import saved_network
 
     ctx = TrialContext(seed=0, data_root=tiny_mit8, val_fraction=0.25, run_dir=tmp_path, trial_number=0, keep_top=1,
                        keep_models=True)
@@ -217,13 +217,13 @@ def test_saved_model_predicts_as_the_trained_one(tiny_mit8, tmp_path, variant):
     assert (folder / "model-head.joblib").exists()
     kept = np.load(folder / "predictions.npz")  # what the in-memory model predicted during the trial
     split = ctx.images(QUICK["input_size"], True)
-    loaded = mlp.load_model(folder)
-    assert loaded.params["variant"] == variant and (loaded.head is None) == (variant in ("end_to_end", "patches"))
     objective = mlp.MLP()
+    loaded = objective.load_model(folder)
+    assert loaded.params["variant"] == variant and (loaded.head is None) == (variant in ("end_to_end", "patches"))
     np.testing.assert_allclose(objective.predict_proba(loaded, split.x_test), kept["test_proba"], atol=1e-5)
     np.testing.assert_allclose(objective.predict_proba(loaded, split.x_val[:6]), kept["val_proba"][:6], atol=1e-5)
     # and `bench report` opens the network
-    assert report_model(folder).count_params() == r.extras["history"]["n_params_network"][0]
+    assert saved_network({"objective": "mlp"}, folder).count_params() == r.extras["history"]["n_params_network"][0]
 
 
 # --- patch_bovw's caches ---

@@ -121,6 +121,11 @@ class Countless(PixelPCA):
 
     def count_params(self, model):
         return 0
+
+
+class Quickless(PixelPCA):
+    name = "quickless"
+    quick_params = None  # as a family that never set them
 '''
 
 
@@ -160,3 +165,12 @@ def test_quick_params_must_be_known_params(user_folder, tiny_mit8):
     (user_folder / "broken.py").write_text(BROKEN.replace('name = "wrong"', 'name = "mine"'))
     run, lines = check("mine", "Broken", tiny_mit8)
     assert run.exit_code == 1 and "unknown params ['colour']" in lines["quick"], run.output
+
+
+def test_a_family_without_quick_params_fails_instead_of_being_skipped(user_folder, tiny_mit8):
+    (user_folder / "broken.py").write_text(BROKEN)
+    with_space(user_folder, "quickless")
+    run, lines = check("quickless", "Quickless", tiny_mit8)
+    assert run.exit_code == 1 and lines["quick"].startswith("FAIL") and "has no quick_params" in lines["quick"], run.output
+    assert lines["result"].startswith("FAIL") and "no quick params" in lines["result"]
+

@@ -144,7 +144,8 @@ def test_study_report_has_every_section_and_pngs(searched):
 
 def test_a_family_without_a_hold_out_or_a_model_keeps_its_test_predictions(tmp_path, tiny_mit8):
     """BoVW validates by cross-validation (empty val arrays) and saves no Keras model (its pipeline is model.joblib, for
-    bench export): artifacts still work, the page says why there is no Grad-CAM."""
+    bench export): artifacts still work, its own model file loads back to the same predictions, and the page says why
+    there is no Grad-CAM."""
     from bench.objective import TrialContext, get_objective
     from bench.report import trial_report
 
@@ -153,9 +154,14 @@ def test_a_family_without_a_hold_out_or_a_model_keeps_its_test_predictions(tmp_p
     assert "artifacts_error" not in result.extras and result.extras["artifacts"] == str(tmp_path / "s" / "trial-0")
     with np.load(tmp_path / "s" / "trial-0" / "predictions.npz") as f:
         assert f["val_proba"].shape == (0, 8) and f["test_proba"].shape == (24, 8)
-    assert [p.name for p in (tmp_path / "s").glob("trial-0/model*")] == ["model.joblib"]
+    folder = tmp_path / "s" / "trial-0"
+    assert [p.name for p in folder.glob("model*")] == ["model.joblib"]
+    bovw = get_objective("bovw")
+    split = bovw.load_data(bovw.resolve(dict(image_size=64, patch_sizes="16")), ctx)
+    with np.load(folder / "predictions.npz") as f:
+        np.testing.assert_allclose(bovw.predict_proba(bovw.load_model(folder), split.x_test), f["test_proba"], atol=1e-5)
     row = {"study": "s", "trial_number": 0, "objective": "bovw", "status": "complete", "params": {"image_size": 64},
            "extras": result.extras, **{k: v for k, v in result.as_dict().items() if k != "extras"}}
     written, _ = trial_report(row, tmp_path / "page.html", png=False)
     page = written[0].read_text()
-    assert 'id="fig-confusion"' in page and 'id="fig-roc"' in page and "no saved model" in page
+    assert 'id="fig-confusion"' in page and 'id="fig-roc"' in page and "no saved Keras model" in page

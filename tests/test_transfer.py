@@ -20,7 +20,7 @@ def ctx_for(root, **kw):
 
 
 def whole(objective, **params):
-    model, _ = objective._whole(objective.resolve(params), 8, None)
+    model = objective._whole(objective.resolve(params), 8, None)
     return model
 
 

@@ -218,7 +218,7 @@ def _save_load(s: _State) -> str:
         raise ContractError(f"keeping the trial's model failed: {s.first.extras['artifacts_error']}")
     if not meta.get("model"):
         raise NotApplicable("save_model saves nothing (bench report then shows no model-based figures)")
-    if not callable(getattr(s.cls, "load_model", None)):
+    if not s.cls.can_load():
         raise NotApplicable(f"save_model wrote {meta['model']}; the family has no load_model(folder), so the round "
                             "trip is not checked")
     obj = s.objective()

@@ -161,7 +161,7 @@ def search(
     if sampler is None and pruner is None and backend == "optuna":  # how the space says it is best searched
         sampler, pruner = the_space.sampler, the_space.pruner
     sampler = sampler or chosen.SAMPLERS[0]
-    pruner = pruner or (chosen.default_pruner(sampler) if hasattr(chosen, "default_pruner") else chosen.PRUNERS[0])
+    pruner = pruner or chosen.default_pruner(sampler)
     if sampler not in chosen.SAMPLERS:
         fail(f"--sampler for {backend} must be one of {', '.join(chosen.SAMPLERS)}, got '{sampler}'")
     if pruner not in chosen.PRUNERS:
@@ -172,7 +172,7 @@ def search(
             the_space.grid()
         except SpaceError as e:
             fail(str(e))
-    if the_space.prune_within and pruner != "none" and pruner not in getattr(chosen, "GROUPED_PRUNERS", ()):
+    if the_space.prune_within and pruner != "none" and pruner not in chosen.GROUPED_PRUNERS:
         err.print(f"[yellow]note: the space's prune_within: {escape(the_space.prune_within)} applies to Optuna's asha and median "
                   f"pruners only; {backend}/{pruner} compares every trial with all the others[/]")
     config = SearchConfig(
@@ -495,12 +495,10 @@ def lr_find(
     results: Path = ResultsOpt,
 ) -> None:
     """LR range test: print the suggested LR and plot loss against LR."""
-    import plotly.graph_objects as go
-
     from bench import keras_train as kt
     from bench.data import DataError
     from bench.objective import TrialContext, get_objective
-    from bench.plots import write_figure
+    from bench.plots import lr_find_figure, write_figure
 
     try:
         obj = get_objective(objective)
@@ -511,11 +509,7 @@ def lr_find(
         found = kt.lr_find(obj.build(p, split), split, p, low, high, steps)
     except (KeyError, ValueError, DataError) as e:
         fail(str(e))
-    fig = go.Figure(go.Scatter(x=found["lr"], y=found["loss"], mode="lines", name="smoothed loss"))
-    fig.add_vline(x=found["suggested_lr"], line_dash="dash", annotation_text=f"suggested {found['suggested_lr']:.2g}")
-    fig.update_layout(xaxis=dict(type="log", title="learning rate"), yaxis_title="training loss (smoothed)",
-                      title=f"LR range test: {objective}", template="plotly_white")
-    written = write_figure(fig, results / "plots" / f"lr-find-{objective}.html")
+    written = write_figure(lr_find_figure(found, objective), results / "plots" / f"lr-find-{objective}.html")
     out.print(f"suggested LR (steepest descent): {found['suggested_lr']:.3g}; loss minimum at {found['min_loss_lr']:.3g}")
     for path in written:
         _say(out, f"wrote {path}")
@@ -678,7 +672,7 @@ def reproduce(
 
 def _study_settings(study: str, storage: Optional[str], results: Path) -> dict[str, Any]:
     """The settings a search stored on its Optuna study (seed, val_fraction, ...); {} when there is none."""
-    from bench.report import load_optuna_study
+    from bench.report.metrics import load_optuna_study
 
     found = load_optuna_study(study, storage, results)
     return dict(found.user_attrs.get("search", {})) if found is not None else {}

@@ -118,10 +118,10 @@ def figure(data: dict[str, Any]):
 
 def write_page(data: dict[str, Any], path: Path, png: bool = True) -> list[Path]:
     """One self-contained HTML page (table, fronts, figure) and, with chromium, a PNG of the figure beside it."""
-    from bench.plots import write_png
+    from bench.plots import write_pngs
 
     fig = figure(data)
-    written = write_png(fig, path.with_suffix(".png"), width=1200, height=520) if png else []
+    written = write_pngs([(fig, path.with_suffix(".png"))]) if png else []
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in table_rows(data))
 

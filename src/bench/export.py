@@ -7,9 +7,9 @@ Formats of a Keras network (tinynet, transfer, inception, mlp's end_to_end varia
     onnx        DIR/model.onnx            (tf2onnx on the inference function; run by onnxruntime)
 A model whose prediction is more than one network call exports as its pipeline, --format joblib (the only one it takes):
     mlp's svm, patches and patch_bovw variants (a network plus a fitted SVM, codebook or patch aggregation):
-                DIR/model.keras + DIR/model-head.joblib, read back by bench.objectives.mlp.load_model
+                DIR/model.keras + DIR/model-head.joblib, read back by MLP.load_model
     bovw        DIR/model.joblib: the descriptor settings and the fitted codebook / projection / SVM, read back by
-                bench.objectives.bovw.load_model. No ONNX or TFLite: its first step is OpenCV's descriptor extraction
+                BoVW.load_model. No ONNX or TFLite: its first step is OpenCV's descriptor extraction
                 (dense SIFT, ...), which no maintained converter takes (skl2onnx converts scikit-learn estimators only).
 joblib files are pickles: they run code as they load, so load only files you trust.
 
@@ -100,18 +100,13 @@ def retrain(row: dict[str, Any], into: Path, data_root: Path | None, settings: d
 
 
 def load_model(objective: str, params: dict[str, Any], folder: Path):
-    """The saved model in folder: a Keras model, or the family's own loader's model for a pipeline."""
-    if objective == "bovw":
-        from bench.objectives.bovw import load_model as load_bovw
+    """The saved model in folder, read back by its family (Objective.load_model): for a pipeline the family's own model
+    (MLPModel, BoVWModel), else the Keras network in it (KerasObjective.network)."""
+    from bench.objective import get_objective
 
-        return load_bovw(folder)
-    if is_pipeline(objective, params):
-        from bench.objectives.mlp import load_model as load_mlp
-
-        return load_mlp(folder)
-    from bench.keras_train import keras
-
-    return keras().models.load_model(folder / "model.keras", compile=False)
+    family = get_objective(objective)
+    model = family.load_model(folder)
+    return model if is_pipeline(objective, params) else family.network(model)
 
 
 # --- the card ---

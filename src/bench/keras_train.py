@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import Split
-from bench.objective import FitInfo, TrialContext, TrialFailed
+from bench.trial import FitInfo, TrialContext, TrialFailed
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta", "adagrad")
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")

@@ -259,6 +259,12 @@ class Leaderboard:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def row(self, row_id: int) -> dict[str, Any] | None:
+        """The row whose id is row_id (the number `bench leaderboard` prints first), None when there is none."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(trials).where(trials.c.id == row_id)).first()
+        return None if found is None else dict(found._mapping)
+
     def studies(self) -> list[str]:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(trials.c.study).distinct().order_by(trials.c.study))]

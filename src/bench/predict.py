@@ -40,21 +40,18 @@ def load_predictor(folder: Path) -> Predictor:
 
 
 def _runner(fmt: str, folder: Path, objective: str) -> Callable[[np.ndarray], np.ndarray]:
-    if fmt == JOBLIB:
-        if objective == "bovw":
-            from bench.objectives.bovw import load_model as load_bovw
+    if fmt == JOBLIB:  # read back and run by its family (Objective.load_model, predict_proba on pixels)
+        from bench.objective import get_objective
 
-            bovw = load_bovw(folder)
-            return lambda x: bovw.predict_images(x.astype(np.uint8))
-        from bench.objectives.mlp import MLP, load_model
-
-        model = load_model(folder)
-        return lambda x: MLP().predict_proba(model, x.astype(np.uint8))
-    path = folder / FILES[fmt]
+        family = get_objective(objective)
+        model = family.load_model(folder)
+        return lambda x: family.predict_proba(model, x.astype(np.uint8))
+    path = folder / FILES.get(fmt, "")
     if fmt == "keras":
-        from bench.keras_train import keras, predict_keras
+        from bench.keras_objective import load_network
+        from bench.keras_train import predict_keras
 
-        model = keras().models.load_model(path, compile=False)
+        model = load_network(folder)
         return lambda x: predict_keras(model, x)
     if fmt == "savedmodel":
         import tensorflow as tf

@@ -1,6 +1,6 @@
-"""Backends run a search: `run(objective, space, config, board)`. None of them knows a model family.
+"""Backends run a search (the Backend protocol below). None of them knows a model family.
 
-What every backend shares lives here: the search settings, and running one trial into the leaderboard.
+What every backend shares lives here: the contract, the search settings, and running one trial into the leaderboard.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bench import stop
 from bench.data import DataError
@@ -18,7 +18,32 @@ from bench.objective import Objective, Pruned, Result, TrialContext, TrialFailed
 from bench.recorder import TrialRecorder
 from bench.safe import study_name
 
+if TYPE_CHECKING:
+    from bench.space import SearchSpace
+
 BACKENDS = {"optuna": "bench.backends.optuna", "ray": "bench.backends.ray", "kerastuner": "bench.backends.kerastuner"}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a search backend gives bench. Each of bench's is a module (BACKENDS) holding these names at its top level.
+
+    SAMPLERS, PRUNERS: the names --sampler and --pruner take; SAMPLERS[0] is the default sampler.
+    GROUPED_PRUNERS: the pruners that honour a space's `prune_within` (compare a trial only with its own group); ().
+    """
+
+    SAMPLERS: tuple[str, ...]
+    PRUNERS: tuple[str, ...]
+    GROUPED_PRUNERS: tuple[str, ...]
+
+    def default_pruner(self, sampler: str) -> str:
+        """Receives the chosen sampler; returns the pruner a search gets when --pruner is not given."""
+
+    def run(self, space: SearchSpace, config: SearchConfig, progress: Any = None) -> Any:
+        """Receives the validated space, the search's settings and a bench.progress.SearchProgress (or None); runs
+        config.trials trials of config.objective, each one's row in the leaderboard at config.db_url (through
+        execute_trial) whatever its end; returns when they are done, or raises KeyboardInterrupt on a stop request,
+        ValueError when every trial fails. What it returns is the backend's own (Optuna: the study)."""
 
 
 @dataclass
@@ -103,8 +128,11 @@ def log_failure_reason(path: Path, trial_number: int, text: str) -> None:
         log.write(f"--- trial {trial_number}, {now()}, {text}\n")
 
 
-def get_backend(name: str):
-    """The backend's module: run(space, config, progress), SAMPLERS and PRUNERS (the first of each is the default)."""
+def get_backend(name: str) -> Backend:
+    """The backend named name (one of BACKENDS), imported now; KeyError for an unknown name."""
     if name not in BACKENDS:
         raise KeyError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    backend = importlib.import_module(BACKENDS[name])
+    if not isinstance(backend, Backend):
+        raise TypeError(f"{BACKENDS[name]} does not give every name of bench.backends.Backend")
+    return backend

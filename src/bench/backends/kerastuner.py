@@ -20,6 +20,12 @@ from bench.space import SearchSpace
 
 SAMPLERS = ("random", "hyperband", "bayesian")
 PRUNERS = ("none",)  # hyperband schedules epochs itself; keras-tuner has no per-epoch pruning
+GROUPED_PRUNERS: tuple[str, ...] = ()  # a space's prune_within is Optuna's only
+
+
+def default_pruner(sampler: str) -> str:
+    return PRUNERS[0]
+
 
 
 def _tuner_class(name: str):

@@ -15,6 +15,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,6 +31,7 @@ from bench.objective import Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
 from bench.space import SearchSpace
 
+JOURNAL = "optuna.journal"  # the default storage, in the results folder (journal_storage)
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "motpe")
 MULTI_OBJECTIVE = ("nsga2", "motpe")  # maximise validation accuracy, minimise parameters
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
@@ -217,7 +219,14 @@ def make_storage(config: SearchConfig):
             raise DatabaseUnreachable(url, e) from None
     if config.storage:
         return config.storage
-    path = config.results_dir / "optuna.journal"
+    return journal_storage(config.results_dir)
+
+
+def journal_storage(results_dir: Path, create: bool = True):
+    """The default storage, RESULTS/optuna.journal; None when create is False and there is no such file."""
+    path = Path(results_dir) / JOURNAL
+    if not create and not path.exists():
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -457,6 +466,7 @@ def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: in
 
 
 def default_pruner(sampler: str) -> str:
+    """The multi-objective samplers get the Pareto-aware pruner, the others ASHA."""
     return "pareto-asha" if sampler in MULTI_OBJECTIVE else PRUNERS[0]
 
 

@@ -325,7 +325,7 @@ class TrialProcess:
                 ctx.curve.append({"epoch": event[1], **event[2]})
                 if ctx.report_hook and ctx.report_hook(event[1], event[2]):
                     self.close()
-                    raise Pruned(f"pruned after epoch {event[1] + 1}")
+                    raise Pruned(event[1] + 1)
             elif event[0] == "done":
                 result, ctx.curve[:], ctx.n_params = event[1], event[2], event[3]
                 return result

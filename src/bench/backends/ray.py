@@ -27,6 +27,12 @@ from bench.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("asha", "none")
+GROUPED_PRUNERS: tuple[str, ...] = ()  # a space's prune_within is Optuna's only
+
+
+def default_pruner(sampler: str) -> str:
+    return PRUNERS[0]
+
 RESULT_FIELDS = tuple(Result.__dataclass_fields__)
 
 

@@ -254,6 +254,17 @@ def extract_paths(paths: Sequence[Path], spec: DescriptorSpec, n_jobs: int | Non
     return [item for part in out for item in part]
 
 
+def cached_store(cache_dir: Path, key: str, binary: bool) -> LocalFeatures | None:
+    """The store cached under key (LocalFeatures.key), memory-mapped; None when the cache does not hold it."""
+    folder = Path(cache_dir) / "bovw" / "descriptors" / key
+    names = ("desc", "xy", "offsets")
+    if not (all((folder / f"{n}.npy").exists() for n in names) and (folder / "meta.json").exists()):
+        return None
+    desc, xy, offsets = (np.load(folder / f"{n}.npy", mmap_mode="r") for n in names)
+    meta = json.loads((folder / "meta.json").read_text())
+    return LocalFeatures(desc, xy, np.asarray(offsets), key, binary, True, 0.0, meta)
+
+
 def load_features(paths: Sequence[Path], spec: DescriptorSpec, data_id: str, cache_dir: Path,
                   n_jobs: int | None = None) -> LocalFeatures:
     """The store for these images: from memory, else from the disk cache, else extracted (in n_jobs processes) and cached.
@@ -265,11 +276,8 @@ def load_features(paths: Sequence[Path], spec: DescriptorSpec, data_id: str, cac
         return _MEMO[key]
     folder = Path(cache_dir) / "bovw" / "descriptors" / key
     names = ("desc", "xy", "offsets")
-    if all((folder / f"{n}.npy").exists() for n in names) and (folder / "meta.json").exists():
-        desc, xy, offsets = (np.load(folder / f"{n}.npy", mmap_mode="r") for n in names)
-        meta = json.loads((folder / "meta.json").read_text())
-        feats = LocalFeatures(desc, xy, np.asarray(offsets), key, spec.descriptor in BINARY, True, 0.0, meta)
-    else:
+    feats = cached_store(cache_dir, key, spec.descriptor in BINARY)
+    if feats is None:
         start = time.perf_counter()
         parts = extract_paths(paths, spec, n_jobs)
         counts = np.array([len(d) for d, _ in parts], np.int64)

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,12 +43,14 @@ def extract(model, x: np.ndarray, label: str, batch_size: int = 64, every_s: flo
     return np.concatenate(out) if out else np.zeros((0,), np.float16)
 
 
-def cached_features(model, arrays_x: dict[str, np.ndarray], folder: Path, label: str) -> tuple[dict[str, np.ndarray], bool]:
-    """{name: features} for each array of images, from folder if there, else computed and saved. Returns (features, hit)."""
+def cached_features(make_model: Callable[[], Any], arrays_x: dict[str, np.ndarray], folder: Path,
+                    label: str) -> tuple[dict[str, np.ndarray], bool]:
+    """{name: features} for each array of images, from folder if there, else computed by the network make_model()
+    builds (only on a miss) and saved. Returns (features, hit)."""
     paths = {name: folder / f"{name}.npy" for name in arrays_x}
     if all(p.exists() for p in paths.values()):
         return {name: np.load(p) for name, p in paths.items()}, True
-    features = {}
+    features, model = {}, make_model()
     for name, x in arrays_x.items():
         features[name] = extract(model, x, f"{label} ({name})")
         write_atomically(paths[name], lambda tmp: np.save(tmp, features[name]))
