@@ -456,5 +456,5 @@ UNREACHABLE = "postgresql+psycopg2://bench:hunter4@127.0.0.1:1/db"  # nothing li
 def test_a_database_that_cannot_be_reached_is_one_masked_line(tmp_path, tiny_folder, command):
     run = runner.invoke(app, [*command, "--storage", UNREACHABLE, "--data", str(tiny_folder), "--results", str(tmp_path / "r"),
                               *(["--space", str(_space(tmp_path)), "--val-fraction", "0.5"] if command[0] == "search" else [])])
-    assert run.exit_code == 2 and "error: cannot use the database: connection to server" in run.output
+    assert run.exit_code == 2 and "error: cannot reach the database" in run.output and "connection to server" in run.output
     assert "hunter4" not in run.output and "Traceback" not in run.output

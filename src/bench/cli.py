@@ -307,7 +307,7 @@ def _database_failure(e: Exception) -> None:
     """A database that cannot be reached is one line (its password masked), not a traceback of SQLAlchemy's."""
     if type(e).__module__.startswith("sqlalchemy") and hasattr(e, "orig"):
         lines = str(e.orig).strip().splitlines()
-        fail(f"cannot use the database: {lines[0] if lines else type(e.orig).__name__}")
+        fail(f"cannot reach the database: {lines[0] if lines else type(e.orig).__name__}")
 
 
 def _fmt(value, spec: str = ".3f") -> str:

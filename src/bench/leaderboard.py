@@ -259,7 +259,7 @@ class Leaderboard:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
-    def row(self, row_id: int) -> dict[str, Any] | None:
+    def row_by_id(self, row_id: int) -> dict[str, Any] | None:
         """The row whose id is row_id (the number `bench leaderboard` prints first), None when there is none."""
         with self.engine.connect() as conn:
             found = conn.execute(sa.select(trials).where(trials.c.id == row_id)).first()

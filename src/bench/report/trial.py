@@ -43,7 +43,7 @@ def find_row(board: Leaderboard, trial: int, study: str | None = None, backend: 
             raise ReportError(f"study '{study}' has a trial {trial} from each of {', '.join(backends)}: "
                               f"give --backend {' or --backend '.join(backends)}")
         return rows[0]
-    row = board.row(trial)
+    row = board.row_by_id(trial)
     if row is None:
         raise ReportError(f"no leaderboard row with id {trial}; give --study NAME to pick trial {trial} of a study")
     return row
