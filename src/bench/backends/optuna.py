@@ -399,7 +399,7 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
 
     def run(trial: optuna.Trial):
         params = space.to_optuna(trial)
-        anchor = bool(trial.user_attrs.get(START_POINT))  # a start point runs in full: the yardstick of its rungs
+        anchor = bool(trial.user_attrs.get(START_POINT))  # pareto-asha runs a start point in full: the yardstick of its rungs
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if "val_accuracy" not in metrics:
@@ -409,7 +409,7 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
-            return trial.should_prune() and not anchor
+            return trial.should_prune()
 
         ctx = config.context(trial.number, "optuna", report_hook=report, progress=progress.epoch if progress else None)
         if progress:

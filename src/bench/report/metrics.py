@@ -165,13 +165,20 @@ def load_optuna_study(study: str, storage: str | None, results: Path | None):
     """The Optuna study from --storage, else RESULTS/optuna.journal; None if it is not there."""
     import optuna
 
-    from bench.backends.optuna import journal_storage
+    from bench.backends.optuna import is_database_url, journal_storage
+    from bench.leaderboard import CONNECTION_ERRORS, DatabaseUnreachable, driver_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is None:
         storage = journal_storage(Path(results or "results"), create=False)
         if storage is None:
             return None
+    elif is_database_url(storage):  # the installed driver, and a database that is down as one line (bench.leaderboard)
+        url = driver_url(storage)
+        try:
+            storage = optuna.storages.RDBStorage(url)
+        except CONNECTION_ERRORS as e:
+            raise DatabaseUnreachable(url, e) from None
     try:
         return optuna.load_study(study_name=study, storage=storage)
     except KeyError:
