@@ -97,10 +97,7 @@ def test_a_trial_without_its_model_is_retrained_from_params_and_seed(searched, t
     folder = tmp / "results" / "tiny" / f"optuna-trial-{other['trial_number']}"
     assert (folder / "predictions.npz").exists() and not (folder / "model.keras").exists()  # --keep-top 1: the best only
     out = tmp / "retrained"
-    run = cli("export", other["trial_number"], "--study", "tiny", "--format", "keras", "--out", out,
-              "--results", tmp / "results", "--data", tiny_mit8)
-    assert "training it again" in run.output
-    card = json.loads((out / "model-card.json").read_text())
+    card = export_retrained(other, "tiny", "keras", out, tmp / "results", tiny_mit8)
     assert "did not keep" in card["retrained"]["why"]
     # same params, seed and split: the same model, so the same validation accuracy as the search measured
     assert card["retrained"]["metrics"]["val_accuracy"] == pytest.approx(other["val_accuracy"], abs=1e-9)
@@ -132,6 +129,14 @@ def test_predict_takes_any_size_and_mode_and_unlabelled_files(searched, tmp_path
     lines = (tmp_path / "p.csv").read_text().splitlines()[1:]
     assert [line.split(",")[0] for line in lines] == [str(f) for f in files]
     assert all(line.split(",")[2] == "" for line in lines) and "labelled" not in run.output  # no class folders
+
+
+def export_retrained(row, study, fmt, out, results, data):
+    """Export a trial the search did not keep (so it is trained again, and says so); its model card."""
+    run = cli("export", row["trial_number"], "--study", study, "--format", fmt, "--out", out, "--results", results,
+              "--data", data)
+    assert "training it again" in run.output
+    return json.loads((out / "model-card.json").read_text())
 
 
 def kept_and_other(rows, results, study):
@@ -185,11 +190,7 @@ def test_mlp_svm_exports_its_pipeline_and_predicts(tmp_path, tiny_mit8):
     for path in stored:
         np.testing.assert_allclose(got[path], stored[path], atol=2e-5, err_msg=path)
 
-    again = tmp_path / "svm-retrained"
-    run = cli("export", other["trial_number"], "--study", "svm", "--format", "joblib", "--out", again,
-              "--results", results, "--data", tiny_mit8)
-    assert "training it again" in run.output
-    card = json.loads((again / "model-card.json").read_text())
+    card = export_retrained(other, "svm", "joblib", tmp_path / "svm-retrained", results, tiny_mit8)
     assert card["retrained"]["metrics"]["val_accuracy"] == pytest.approx(other["val_accuracy"], abs=1e-9)
 
 
@@ -232,10 +233,7 @@ def test_bovw_exports_its_pipeline_and_a_fresh_process_predicts_the_same(tmp_pat
         np.testing.assert_allclose(got[path], stored[path], atol=1e-6, err_msg=path)
 
     again = tmp_path / "bovw-retrained"
-    run = cli("export", other["trial_number"], "--study", "bovw", "--format", "joblib", "--out", again,
-              "--results", results, "--data", tiny_mit8)
-    assert "training it again" in run.output
-    card = json.loads((again / "model-card.json").read_text())
+    card = export_retrained(other, "bovw", "joblib", again, results, tiny_mit8)
     assert "did not keep" in card["retrained"]["why"] and card["params"]["k"] == other["params"]["k"]
     assert card["retrained"]["metrics"]["val_accuracy"] == pytest.approx(other["val_accuracy"], abs=1e-9)
     paths = image_files([tiny_mit8 / "test"])
