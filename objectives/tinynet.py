@@ -42,6 +42,7 @@ class TinyNet(KerasObjective):
         "activation": "relu",
         "init": "he_normal",
         "batch_norm": True,
+        "bn_momentum": 0.99,
         "dropout": 0.0,
         "downsample": "stride2",
         "residual": False,
@@ -91,7 +92,7 @@ class TinyNet(KerasObjective):
                 spatial = (spatial - (kernel - 1 if padding == "valid" else 0) + stride - 1) // stride
                 x = conv(filters, stride)(x)
                 if params["batch_norm"]:
-                    x = L.BatchNormalization()(x)
+                    x = L.BatchNormalization(momentum=float(params["bn_momentum"]))(x)
                 last = j == int(params["convs_per_block"]) - 1
                 if not (params["residual"] and last):
                     x = L.Activation(act)(x)

@@ -109,6 +109,16 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_mit8):
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
 
 
+def test_two_workers_and_recycled_workers_draw_different_points(tmp_path, tiny_mit8):
+    """Each worker process seeds its sampler by slot and by the trials the study held at its start: with the study's
+    seed alone, both workers of --jobs 2 drew the same random points."""
+    space = {**SPACE, "start": []}
+    run = search(tmp_path, tiny_mit8, "--trials", "4", "--jobs", "2", "--sampler", "random", "--study", "draws", space=space)
+    assert run.exit_code == 0, run.output
+    drawn = [json.dumps(r["params"], sort_keys=True) for r in rows(tmp_path, study="draws")]
+    assert len(drawn) >= 4 and len(set(drawn)) == len(drawn)
+
+
 def test_same_seed_same_params_and_metrics(tmp_path, tiny_mit8):
     a = search(tmp_path / "a", tiny_mit8, "--trials", "2", "--seed", "5")
     b = search(tmp_path / "b", tiny_mit8, "--trials", "2", "--seed", "5")

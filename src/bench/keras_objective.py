@@ -29,6 +29,8 @@ class KerasObjective(Objective):
         "lr": 1e-3,
         "momentum": 0.9,  # sgd and rmsprop only
         "one_cycle": False,  # the one-cycle policy with lr as its peak
+        "warmup": 0.3,  # one-cycle: the fraction of all steps spent warming up to the peak
+        "first_epoch_data": 1.0,  # the fraction of the fit split the first epoch sees (a cheap first rung)
         "batch_size": 32,
         "epochs": 20,
         "patience": 0,  # early stopping on val_loss (best weights restored); 0: off

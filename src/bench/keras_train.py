@@ -1,7 +1,6 @@
 """Keras training shared by the neural families: optimizers, the one-cycle policy, per-epoch reporting, the LR finder."""
 from __future__ import annotations
 
-import gc
 import math
 import os
 import sys
@@ -120,11 +119,15 @@ def _report_callback(ctx: TrialContext, total_epochs: int, split: Split, predict
 def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext, predict=None) -> FitInfo:
     """Compile with the params' optimizer (one-cycle if asked), fit on the fit split, validate each epoch.
 
+    params["first_epoch_data"] < 1: the first epoch sees only that fraction of the fit split (a seeded random part),
+    so the first look at a trial, where successive halving stops most of them, costs that fraction of an epoch.
     predict(model, x) -> class probabilities: the family's own (predict_keras by default)."""
     k = keras()
     epochs, batch = int(params["epochs"]), int(params["batch_size"])
-    steps = epochs * math.ceil(len(split.y_fit) / batch)
-    lr = one_cycle(params["lr"], steps) if params.get("one_cycle") else params["lr"]
+    n_fit = len(split.y_fit)
+    first = min(n_fit, max(batch, int(round(float(params.get("first_epoch_data") or 1.0) * n_fit))))
+    steps = math.ceil(first / batch) + (epochs - 1) * math.ceil(n_fit / batch)
+    lr = one_cycle(params["lr"], steps, warmup=float(params.get("warmup", 0.3))) if params.get("one_cycle") else params["lr"]
     smoothing = float(params.get("label_smoothing") or 0.0)
     y_fit = split.y_fit
     if smoothing:  # Keras smooths one-hot targets only
@@ -144,14 +147,24 @@ def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext, pr
         callbacks.append(
             k.callbacks.EarlyStopping(monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True)
         )
-    history = model.fit(
-        split.x_fit, y_fit, batch_size=batch, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=True,
-    )
-    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+    fit = dict(batch_size=batch, callbacks=callbacks, verbose=0, shuffle=True)
+    curves: dict[str, list[float]] = {}
+    done = 0
+    if first < n_fit:  # the short first epoch, then the rest from epoch 2 on (one schedule over both)
+        part = np.random.default_rng(ctx.seed).permutation(n_fit)[:first]
+        _extend(curves, model.fit(split.x_fit[part], y_fit[part], epochs=1, **fit).history)
+        done = 1
+    if done < epochs and not model.stop_training:
+        _extend(curves, model.fit(split.x_fit, y_fit, epochs=epochs, initial_epoch=done, **fit).history)
     return FitInfo(epochs=len(curves.get("loss", [])), history=curves)
 
 
-def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def _extend(curves: dict[str, list[float]], history: dict[str, list]) -> None:
+    for key, values in history.items():
+        curves.setdefault(key, []).extend(float(v) for v in values)
+
+
+def predict_keras(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities by eager calls: for a few hundred images this beats tracing model.predict anew each trial."""
     chunks = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
     return np.concatenate(chunks).astype(np.float64)
@@ -159,8 +172,7 @@ def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 def release_keras() -> None:
     """Long sweeps in one process leak graph memory: clear Keras' global state after every trial."""
-    keras().backend.clear_session()
-    gc.collect()
+    keras().backend.clear_session()  # it runs gc.collect() itself
     _return_freed_memory()
 
 

@@ -107,6 +107,14 @@ class OwnedTrials(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
 
 
+def worker_sampler(config: SearchConfig, space: SearchSpace, slot: int, trials_so_far: int) -> OwnedTrials:
+    """The sampler of one worker process, seeded by the study's seed, the worker's slot and the trials the study held
+    when it started: with the study's seed alone, the two workers of `--jobs 2` drew the same random points, and each
+    recycled worker drew again the points its predecessor had (a random sampler's trials 10-19 repeated 0-9). The
+    same command still draws the same trials with --jobs 1."""
+    return OwnedTrials(make_sampler(config.sampler, space, config.seed + 7919 * slot + trials_so_far))
+
+
 def rung_score(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
     """(deepest pareto-asha rung reached, validation accuracy there): how far a pruned trial got, and how well."""
     rungs = [(int(key[5:]), value[0]) for key, value in trial.user_attrs.items() if key.startswith("rung_")]
@@ -386,6 +394,15 @@ def finished_count(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted"))
 
 
+def make_way_above(limit_mb: float | None):
+    """A callback that ends this worker after a trial once its resident memory passes limit_mb: the supervisor
+    starts a fresh one, so the search's memory stays near one worker's start plus one trial's."""
+    def check(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if limit_mb and psutil.Process().memory_info().rss > limit_mb * 2**20:
+            study.stop()
+    return check
+
+
 def stop_at_total(total: int):
     """A callback that stops the study once it holds `total` finished trials (all workers together)."""
     def check(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -470,11 +487,12 @@ def default_pruner(sampler: str) -> str:
     return "pareto-asha" if sampler in MULTI_OBJECTIVE else PRUNERS[0]
 
 
-def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trials: int | None = None) -> None:
+def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trials: int | None = None, slot: int = 0) -> None:
     """One worker: run trials on the shared study until it holds config.trials finished trials (or, with max_trials,
-    until it has run that many)."""
+    until it has run that many). slot: which of the --jobs workers it is."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, space)
+    study.sampler = worker_sampler(config, space, slot, len(study.trials))
     recorder = TrialRecorder(config, "optuna")  # connects on its first write: a worker starts while the database is down
     objective = get_objective(config.objective)
     remaining = config.trials - finished_count(study)
@@ -483,7 +501,8 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
     if remaining <= 0:
         return
     all_fail = StopWhenAllFail()
-    callbacks = [stop_at_total(config.trials), all_fail] + ([progress.on_trial_finished] if progress else [])
+    callbacks = [stop_at_total(config.trials), all_fail, make_way_above(config.recycle_mb)]
+    callbacks += [progress.on_trial_finished] if progress else []
     try:
         study.optimize(
             _trial_function(objective, space, config, recorder, progress), n_trials=remaining, timeout=config.timeout,
@@ -515,7 +534,7 @@ def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | 
                 from bench.keras_train import device_line
 
                 events.note(device_line())
-            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle)
+            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle, slot=slot)
         except KeyboardInterrupt:
             pass  # its finished trials are stored; the supervisor reports
         except (DataError, ValueError) as e:  # every trial would hit it: the search stops
