@@ -27,7 +27,7 @@ FAMILY = textwrap.dedent('''
     class Unruly(Objective):
         """Does what its `mode` says: ok returns x as its accuracy; the others misbehave."""
         name = "unruly"
-        defaults = {"mode": "ok", "x": 0.5}
+        defaults = {"mode": "ok", "x": 0.5, "tag": ""}
 
         def run(self, params, ctx):
             params = self.resolve(params)
@@ -40,11 +40,11 @@ FAMILY = textwrap.dedent('''
                 hog = bytearray(600 * 2**20)
                 hog[::4096] = b"x" * len(hog[::4096])
                 time.sleep(3600)
-            if mode == "hang_once":  # hangs the first time only: the run after a kill finishes
+            if mode in ("hang_once", "abort_once"):  # misbehaves the first time only: the next run finishes
                 flag = Path(os.environ["UNRULY_FLAG"])
                 if not flag.exists():
-                    flag.write_text("hung once")
-                    time.sleep(3600)
+                    flag.write_text("misbehaved once")
+                    os.abort() if mode == "abort_once" else time.sleep(3600)
             return Result(params["x"], 0.1, params["x"], params["x"], params["x"], 0.1, params["x"], params["x"],
                           n_params=10, fit_seconds=0.0, epochs=1)
 ''')
@@ -54,7 +54,7 @@ def _space(tmp_path: Path, modes: list[str]) -> Path:
     starts = "\n".join(f"  - {{mode: {m}, x: {0.1 + 0.1 * i:.1f}}}" for i, m in enumerate(modes))
     path = tmp_path / "unruly.yaml"
     path.write_text(f"objective: unruly\nparams:\n  mode: {{type: categorical, choices: [{', '.join(sorted(set(modes)))}]}}\n"
-                    f"  x: {{type: float, low: 0.0, high: 1.0}}\nstart:\n{starts}\n")
+                    f"  x: {{type: float, low: 0.0, high: 1.0}}\n  tag: fixed\nstart:\n{starts}\n")
     return path
 
 
@@ -108,6 +108,7 @@ def test_kill_9_of_a_search_then_the_same_command_runs_the_cut_trial_again(tmp_p
     rows = _rows(tmp_path)
     assert {n: rows[n]["finished_at"] for n in (0, 1)} == {n: before[n]["finished_at"] for n in (0, 1)}  # untouched
     assert rows[2]["status"] == "failed" and "ended while it ran" in rows[2]["failure_reason"]
+    assert rows[2]["params"] == {**rows[2]["params"], "tag": "fixed"} and set(rows[2]["params"]) == set(rows[0]["params"])
     retried = [r for n, r in rows.items() if n > 2 and r["params"]["mode"] == "hang_once"]
     assert len(retried) == 1 and retried[0]["status"] == "complete"
     assert sum(r["status"] == "complete" for r in rows.values()) == len(modes)  # the cut trial does not count
@@ -116,10 +117,10 @@ def test_kill_9_of_a_search_then_the_same_command_runs_the_cut_trial_again(tmp_p
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
-def _hang_once_space(tmp_path: Path, timeout: str = "") -> Path:
-    """Trial after trial of a family that hangs the first time only; `timeout` as the space's own trial_timeout."""
-    path = tmp_path / "hang.yaml"
-    path.write_text("objective: unruly\nparams:\n  mode: hang_once\n  x: {type: float, low: 0.2, high: 0.9}\n"
+def _once_space(tmp_path: Path, timeout: str = "", mode: str = "hang_once") -> Path:
+    """Trial after trial of a family that misbehaves the first time only; `timeout` as the space's own trial_timeout."""
+    path = tmp_path / f"{mode}.yaml"
+    path.write_text(f"objective: unruly\nparams:\n  mode: {mode}\n  x: {{type: float, low: 0.2, high: 0.9}}\n"
                     + (f"trial_timeout: {timeout}\n" if timeout else ""))
     return path
 
@@ -133,7 +134,7 @@ def test_trial_timeout_kills_a_hung_trial_on_every_backend(tmp_path, tiny_mit8, 
     family.write_text(FAMILY)
     env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
     cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
-           "--space", str(_hang_once_space(tmp_path, "6" if limit_from == "space" else "")), "--study", "hang",
+           "--space", str(_once_space(tmp_path, "6" if limit_from == "space" else "")), "--study", "hang",
            "--trials", "2", "--backend", backend, "--sampler", "random", "--pruner", "none", "--data", str(tiny_mit8),
            "--results", str(tmp_path / "results"), "--keep-top", "-1"]
     if backend == "ray":  # one trial at a time, so the second never starts while the first hangs
@@ -148,3 +149,21 @@ def test_trial_timeout_kills_a_hung_trial_on_every_backend(tmp_path, tiny_mit8, 
     assert "exceeded --trial-timeout 6 s; its process was killed" in rows[0]["failure_reason"]
     assert rows[1]["val_accuracy"] == pytest.approx(rows[1]["params"]["x"])
     assert time.time() - start < 300  # not the hour the trial would have slept
+
+
+def test_keras_tuner_runs_every_trial_in_a_child_process(tmp_path, tiny_mit8):
+    """No limit given: a trial that aborts still takes only its own child process with it, and fails with the signal;
+    keras-tuner's loop, in the search's process, goes on to the next trial."""
+    pytest.importorskip("keras_tuner")
+    family = tmp_path / "unruly.py"
+    family.write_text(FAMILY)
+    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
+    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
+           "--space", str(_once_space(tmp_path, mode="abort_once")), "--study", "abort", "--trials", "2",
+           "--backend", "kerastuner", "--sampler", "random", "--pruner", "none", "--data", str(tiny_mit8),
+           "--results", str(tmp_path / "results"), "--keep-top", "-1"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study="abort"), key=lambda r: r["trial_number"])
+    assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
+    assert "killed by signal 6 (SIGABRT)" in rows[0]["failure_reason"]

@@ -3,8 +3,8 @@
 keras-tuner only decides the points (and, for hyperband, the epochs of each); bench's objective trains and scores them
 and writes the same leaderboard rows as every backend. State lives in RESULTS/kerastuner/<study>, so a re-run resumes.
 keras-tuner needs `tensorboard` installed on the TensorFlow backend.
-With --trial-timeout or --trial-memory, each trial runs in a child process (bench.backends.processes.TrialProcess),
-killed when it passes the limit; without them, in this process.
+Each trial runs in a child process (bench.backends.processes.TrialProcess, reused for --recycle trials): a crash, an
+out-of-memory kill or a hang there fails that trial only, and --trial-timeout / --trial-memory kill it at the limit.
 """
 from __future__ import annotations
 
@@ -40,13 +40,11 @@ def _tuner_class(name: str):
 def run(space: SearchSpace, config: SearchConfig, progress=None):
     import keras_tuner as kt
 
-    objective = runs = get_objective(config.objective)
-    limited = None
-    if config.trial_timeout or config.trial_memory:  # only a process of its own can be killed mid-trial
-        from bench.backends.processes import LimitedObjective, TrialProcess
+    from bench.backends.processes import LimitedObjective, TrialProcess
 
-        limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
-        runs = LimitedObjective(config.objective, limited)
+    objective = get_objective(config.objective)
+    limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
+    runs = LimitedObjective(config.objective, limited)  # keras-tuner's loop stays here; the training goes to the child
     recorder = TrialRecorder(config, "kerastuner")
     base = _tuner_class(config.sampler)
     max_epochs = int(space.fixed().get("epochs") or objective.defaults.get("epochs", 10))
@@ -94,6 +92,5 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 progress.begin(study_done=len(tuner.oracle.trials), total=config.trials)
             tuner.search()
     finally:
-        if limited:
-            limited.close()
+        limited.close()
     return tuner

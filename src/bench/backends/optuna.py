@@ -247,16 +247,19 @@ def _stale_trial_handler(config: SearchConfig):
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        _store_failed_row(config, trial, "its worker stopped sending heartbeats (killed?); retried as a new trial")
+        _store_failed_row(config, study, trial, "its worker stopped sending heartbeats (killed?); retried as a new trial")
         retry(study, trial)
 
     return handle
 
 
-def _store_failed_row(config: SearchConfig, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+def _store_failed_row(config: SearchConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
     """The leaderboard row of a trial that ended outside its own trial function (its worker died or hung); should the
-    database not take it, `bench leaderboard --sync` rebuilds it from the failed trial."""
-    TrialRecorder(config, "optuna").failed(trial.number, trial.params, reason, trial.datetime_start)
+    database not take it, `bench leaderboard --sync` rebuilds it from the failed trial. Its params are the sampled
+    ones and the space's fixed ones, as in the rows its trial function writes."""
+    space = study.user_attrs.get("space")
+    fixed = SearchSpace.from_dict(space, source=f"study {config.study}").fixed() if space else {}
+    TrialRecorder(config, "optuna").failed(trial.number, {**fixed, **trial.params}, reason, trial.datetime_start)
 
 
 def _stored_row(config: SearchConfig, number: int) -> dict[str, Any] | None:
@@ -292,7 +295,7 @@ def fail_lost_trial(config: SearchConfig, study: optuna.Study, number: int, reas
     if retry and trial.params:  # killed before its params were drawn, it has nothing to run again
         anchor = {START_POINT: True} if trial.user_attrs.get(START_POINT) else {}
         study.enqueue_trial(trial.params, user_attrs={"retry_of": number, **anchor})
-    _store_failed_row(config, trial, reason)
+    _store_failed_row(config, study, trial, reason)
     return True
 
 

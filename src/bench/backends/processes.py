@@ -93,6 +93,7 @@ class WorkerEvents:
 @dataclass
 class _Worker:
     process: Any
+    events: Any  # its own queue: a process killed while writing to a shared one leaves that queue's lock held
     trial: int | None = None  # the trial it is running now
     since: float = 0.0  # when that trial started (monotonic)
 
@@ -135,7 +136,6 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
     trial would hit (`WorkerEvents.fatal`) stops the search: its message is raised here as ValueError once the others
     are done. `tick()`, if given, is called every poll (the backend's own housekeeping). After Ctrl-C (each worker stops at its next safe point) KeyboardInterrupt is raised here."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: TensorFlow's threads do not survive fork
-    events = ctx.Queue()
     workers: dict[int, _Worker] = {}
     fatal: list[str] = []
 
@@ -144,10 +144,13 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
     def start(slot: int) -> None:
         nonlocal started
         os.environ[FIRST_WORKER_ENV] = "1" if started == 0 else ""  # the spawned process reads it at start
+        # a queue per worker: one that aborts mid-write (os.abort, a segfault) leaves its queue's lock held, which
+        # made every other worker's messages wait forever when they shared one (a hung trial then went unseen)
+        events = ctx.Queue()
         process = ctx.Process(target=work, args=(slot, events), daemon=True)
         process.start()
         started += 1
-        workers[slot] = _Worker(process)
+        workers[slot] = _Worker(process, events)
 
     def handle(slot: int, name: str, args: tuple, kwargs: dict) -> None:
         worker = workers.get(slot)
@@ -166,12 +169,22 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
             getattr(progress, name)(*args, **kwargs)
 
     def drain(timeout: float) -> None:
-        try:
-            handle(*events.get(timeout=timeout))
-            while True:
-                handle(*events.get_nowait())
-        except queue_module.Empty:
-            pass
+        """Handle what the workers have sent, waiting up to `timeout` seconds for the first message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = False
+            for worker in list(workers.values()):
+                try:
+                    while True:
+                        handle(*worker.events.get_nowait())
+                        got = True
+                except queue_module.Empty:
+                    pass
+                except (EOFError, OSError, ValueError):  # a message cut off by its worker's death
+                    pass
+            if got or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
 
     for slot in range(jobs):
         start(slot)
