@@ -125,26 +125,34 @@ def _once_space(tmp_path: Path, timeout: str = "", mode: str = "hang_once") -> P
     return path
 
 
+def _misbehaving_once(tmp_path: Path, data: Path, mode: str, backend: str, *extra: str, timeout: str = "") -> list[dict]:
+    """`bench search unruly` of 2 trials on `backend` whose first trial misbehaves (`mode`: hang_once, abort_once);
+    asserts the search itself ends well and returns its rows by trial number."""
+    family = tmp_path / "unruly.py"
+    family.write_text(FAMILY)
+    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
+    study = mode.split("_")[0]
+    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
+           "--space", str(_once_space(tmp_path, timeout, mode)), "--study", study, "--trials", "2",
+           "--backend", backend, "--sampler", "random", "--pruner", "none", "--data", str(data),
+           "--results", str(tmp_path / "results"), "--keep-top", "-1", *extra]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study=study), key=lambda r: r["trial_number"])
+
+
 @pytest.mark.parametrize("backend, limit_from", [("kerastuner", "flag"), ("ray", "space")])
 def test_trial_timeout_kills_a_hung_trial_on_every_backend(tmp_path, tiny_mit8, backend, limit_from):
     """keras-tuner (--trial-timeout) and Ray (the space's trial_timeout: default) run each trial in a child process
     that is killed at the limit: the hung trial fails with the reason, the next one completes."""
     pytest.importorskip("keras_tuner" if backend == "kerastuner" else "ray")
-    family = tmp_path / "unruly.py"
-    family.write_text(FAMILY)
-    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
-    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
-           "--space", str(_once_space(tmp_path, "6" if limit_from == "space" else "")), "--study", "hang",
-           "--trials", "2", "--backend", backend, "--sampler", "random", "--pruner", "none", "--data", str(tiny_mit8),
-           "--results", str(tmp_path / "results"), "--keep-top", "-1"]
     if backend == "ray":  # one trial at a time, so the second never starts while the first hangs
-        cmd += ["--cpus-per-trial", str(os.cpu_count())]
+        extra = ["--cpus-per-trial", str(os.cpu_count())]
     else:
-        cmd += ["--trial-timeout", "6"]
+        extra = ["--trial-timeout", "6"]
     start = time.time()
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study="hang"), key=lambda r: r["trial_number"])
+    rows = _misbehaving_once(tmp_path, tiny_mit8, "hang_once", backend, *extra,
+                             timeout="6" if limit_from == "space" else "")
     assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
     assert "exceeded --trial-timeout 6 s; its process was killed" in rows[0]["failure_reason"]
     assert rows[1]["val_accuracy"] == pytest.approx(rows[1]["params"]["x"])
@@ -155,15 +163,6 @@ def test_keras_tuner_runs_every_trial_in_a_child_process(tmp_path, tiny_mit8):
     """No limit given: a trial that aborts still takes only its own child process with it, and fails with the signal;
     keras-tuner's loop, in the search's process, goes on to the next trial."""
     pytest.importorskip("keras_tuner")
-    family = tmp_path / "unruly.py"
-    family.write_text(FAMILY)
-    env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
-    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
-           "--space", str(_once_space(tmp_path, mode="abort_once")), "--study", "abort", "--trials", "2",
-           "--backend", "kerastuner", "--sampler", "random", "--pruner", "none", "--data", str(tiny_mit8),
-           "--results", str(tmp_path / "results"), "--keep-top", "-1"]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study="abort"), key=lambda r: r["trial_number"])
+    rows = _misbehaving_once(tmp_path, tiny_mit8, "abort_once", "kerastuner")
     assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
     assert "killed by signal 6 (SIGABRT)" in rows[0]["failure_reason"]

@@ -178,9 +178,7 @@ def supervise(work: Callable[[int, Any], None], lost: Callable[[int, str], None]
                     while True:
                         handle(*worker.events.get_nowait())
                         got = True
-                except queue_module.Empty:
-                    pass
-                except (EOFError, OSError, ValueError):  # a message cut off by its worker's death
+                except (queue_module.Empty, EOFError, OSError, ValueError):  # drained, or cut off by its worker's death
                     pass
             if got or time.monotonic() >= deadline:
                 return
