@@ -166,3 +166,17 @@ def test_keras_tuner_runs_every_trial_in_a_child_process(tmp_path, tiny_mit8):
     rows = _misbehaving_once(tmp_path, tiny_mit8, "abort_once", "kerastuner")
     assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
     assert "killed by signal 6 (SIGABRT)" in rows[0]["failure_reason"]
+
+
+def test_ray_trial_whose_actor_aborts_errors_and_resume_reruns_it_into_its_row(tmp_path, tiny_mit8):
+    """Without limits a Ray trial runs in Ray's own actor: its abort ends that trial as errored (a failed row), the
+    next trial completes; `--resume` runs the errored trial again, and its result takes the failed row."""
+    pytest.importorskip("ray")
+    sequential = ["--cpus-per-trial", str(os.cpu_count())]
+    rows = _misbehaving_once(tmp_path, tiny_mit8, "abort_once", "ray", *sequential)
+    assert [r["status"] for r in rows] == ["failed", "complete"], [(r["status"], r["failure_reason"]) for r in rows]
+    assert rows[0]["failure_reason"].startswith("Ray trial error")
+    resumed = _misbehaving_once(tmp_path, tiny_mit8, "abort_once", "ray", *sequential, "--resume")
+    assert [r["status"] for r in resumed] == ["complete", "complete"]
+    assert resumed[0]["params"] == rows[0]["params"] and resumed[1] == rows[1]  # same trial; the finished one untouched
+    assert [e["reason"] for e in resumed[0]["extras"]["earlier_failures"]] == [rows[0]["failure_reason"]]

@@ -2,7 +2,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bench.leaderboard import Leaderboard, RowExists, TrialRecord, db_url
+import sqlalchemy as sa
+
+from bench.leaderboard import Leaderboard, RowExists, TrialRecord, db_url, trials
 from bench.objective import Result
 
 
@@ -12,9 +14,10 @@ def result(acc, n_params, loss=0.5):
                   epochs=3, extras={"history": {"loss": [1.0, float("nan")]}})
 
 
-def record(number, status="complete", res=None, study="s", **kw):
+def record(number, status="complete", res=None, study="s", params=None, **kw):
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return TrialRecord(study=study, objective="tinynet", backend="optuna", trial_number=number, params={"lr": 0.01 * (number + 1)},
+    return TrialRecord(study=study, objective="tinynet", backend="optuna", trial_number=number,
+                       params=params or {"lr": 0.01 * (number + 1)},
                        status=status, seed=number, started_at=t, finished_at=t, result=res, **kw)
 
 
@@ -28,6 +31,18 @@ def exercise(board: Leaderboard, s: str = "board-test") -> None:
     board.append(record(0, res=result(0.80, 50_000), study=s))  # the same row again (a retried write): a no-op
     with pytest.raises(RowExists, match="trial 0 of study .* already has a complete row"):
         board.append(record(0, status="failed", failure_reason="later", study=s))  # a row is never replaced
+    # a failed trial run again under its own number (Ray's --resume): its new outcome takes the row, the failure is kept
+    board.append(record(5, status="failed", failure_reason="Ray trial error: actor died", study=s))
+    board.append(record(5, res=result(0.60, 9_000), study=s))
+    rerun = board.row(s, "optuna", 5)
+    assert rerun["status"] == "complete" and rerun["val_accuracy"] == pytest.approx(0.60)
+    assert [e["reason"] for e in rerun["extras"]["earlier_failures"]] == ["Ray trial error: actor died"]
+    with pytest.raises(RowExists, match="trial 5 .* already has a complete row"):
+        board.append(record(5, status="failed", failure_reason="again", study=s))
+    with pytest.raises(RowExists):  # other params: another trial, not a re-run
+        board.append(record(3, res=result(0.9, 1), study=s, params={"lr": 1.0}))
+    with board.engine.begin() as conn:  # the rest of the checks count five rows
+        conn.execute(sa.delete(trials).where((trials.c.study == s) & (trials.c.trial_number == 5)))
 
     by_acc = board.query(study=s)
     assert [r["trial_number"] for r in by_acc] == [1, 0, 2, 3, 4]  # rows without accuracy come last

@@ -17,6 +17,7 @@ SPACE = {
     },
 }
 TRIALS = 6
+SPACE_SAMPLED = {"base_filters", "lr"}
 
 
 def bench(*args):
@@ -56,8 +57,9 @@ def test_killed_worker_trial_is_failed_and_retried_while_two_workers_finish(tmp_
     assert killed.state == optuna.trial.TrialState.FAIL
     # on this machine a worker sees at once that the killed trial's process is gone; on another, its heartbeat goes stale
     retried = [t for t in trials if running in (t.system_attrs.get("failed_trial"), t.user_attrs.get("retry_of"))]
-    if killed.params:  # it had drawn its params: they run again
-        assert len(retried) == 1 and retried[0].params == killed.params
+    if killed.params:  # the params it had drawn run again; a kill mid-draw leaves the rest to be drawn afresh
+        assert len(retried) == 1 and killed.params.items() <= retried[0].params.items()
+        assert retried[0].params.keys() == SPACE_SAMPLED
     else:  # killed as it began, before it drew any: nothing to run again, and it does not count toward --trials
         assert not retried and killed.user_attrs.get("interrupted")
     finished = [t for t in trials if t.state.is_finished()]

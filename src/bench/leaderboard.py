@@ -211,8 +211,10 @@ class Leaderboard:
                 raise
 
     def append(self, record: TrialRecord | dict[str, Any]) -> None:
-        """Insert a trial's row (a TrialRecord, or its row()). A row is never replaced: the same row written again
-        (a retry whose first commit did get through) is a no-op; a different one raises RowExists."""
+        """Insert a trial's row (a TrialRecord, or its row()). A finished row is never replaced: the same row written
+        again (a retry whose first commit did get through) is a no-op; a different one raises RowExists. The one
+        exception is a failed trial run again under its own number (Ray's --resume re-runs errored trials): its new
+        outcome takes the row, and the failures before it stay in extras["earlier_failures"]."""
         row = record.row() if isinstance(record, TrialRecord) else record
         try:
             with self.engine.begin() as conn:
@@ -221,8 +223,19 @@ class Leaderboard:
             old = self.row(row["study"], row["backend"], row["trial_number"])
             if old is None:  # not the one-row-per-trial constraint after all
                 raise
-            if (old["status"], old["params"]) != (row["status"], _jsonable(row["params"])):
+            same_params = old["params"] == _jsonable(row["params"])
+            if same_params and old["status"] == row["status"]:
+                return
+            if not (same_params and old["status"] == "failed"):
                 raise RowExists(old) from None
+            self._supersede_failed(old, row)
+
+    def _supersede_failed(self, old: dict[str, Any], row: dict[str, Any]) -> None:
+        earlier = [*(old["extras"] or {}).get("earlier_failures", []),
+                   {"reason": old["failure_reason"], "finished_at": old["finished_at"].isoformat()}]
+        values = {**row, "extras": _jsonable({**(row.get("extras") or {}), "earlier_failures": earlier})}
+        with self.engine.begin() as conn:
+            conn.execute(trials.update().where(trials.c.id == old["id"]).values(**values))
 
     def row(self, study: str, backend: str, trial_number: int) -> dict[str, Any] | None:
         key = (trials.c.study == study) & (trials.c.backend == backend) & (trials.c.trial_number == trial_number)

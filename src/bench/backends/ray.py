@@ -97,15 +97,14 @@ class StreamToLeaderboard(Callback):
         self.__dict__.update({"first_number": 0, **state})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._store(self.first_number + trials.index(trial), trial, trial.last_result or {})
+        self._store(trial, trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._store(self.first_number + trials.index(trial), trial, trial.last_result or {},
-                    error=f"Ray trial error: {_error_text(trial)}")
+        self._store(trial, trial.last_result or {}, error=f"Ray trial error: {_error_text(trial)}")
 
-    def _store(self, number: int, trial, last: dict, error: str | None = None):
-        """number: the trial's place in Tune's trial list (creation order, kept by a restore)."""
+    def _store(self, trial, last: dict, error: str | None = None):
         config = self.config
+        number = self.first_number + _creation_index(trial)
         result, status = None, "complete"
         if self.recorder is None:
             self.recorder = TrialRecorder(replace(config, db_url=_DB_URLS.get(config.study, config.db_url)), "ray")
@@ -124,6 +123,12 @@ class StreamToLeaderboard(Callback):
         progress = _PROGRESS.get(config.study)
         if progress:
             progress.trial_done(number, status, result.val_accuracy if result else None, float(last.get("time_total_s", 0.0)))
+
+
+def _creation_index(trial) -> int:
+    """The trial's place in creation order, from 0. Tune's search generator tags each trial `<count>_<params>`, counting
+    from 1, and a restore keeps the count; its trial list is no guide, since a restore re-adds trials newest first."""
+    return int(trial.experiment_tag.split("_", 1)[0]) - 1
 
 
 def _started(trial):
