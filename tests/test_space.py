@@ -145,3 +145,14 @@ def test_yaml_round_trip():
 def test_a_space_may_set_a_trial_timeout(tmp_path):
     space = SearchSpace.from_yaml(write(tmp_path, {"objective": "tinynet", "params": {"a": 1}, "trial_timeout": 900}))
     assert space.trial_timeout == 900 and SearchSpace.from_dict(space.model_dump()).trial_timeout == 900
+
+
+def test_fixing_params_keeps_the_space_valid():
+    """`bench search --fix`: the fixed params leave the sampled ones and the start points, and a prune_within param
+    that is fixed (one group left) no longer groups the pruning."""
+    space = SearchSpace.from_dict({**GOOD, "prune_within": "optimizer", "start": [{"optimizer": "sgd", "lr": 0.01}]})
+    fixed = space.with_fixed({"optimizer": "adam", "blocks": 3})
+    assert fixed.fixed()["optimizer"] == "adam" and fixed.fixed()["blocks"] == 3
+    assert fixed.prune_within is None and space.prune_within == "optimizer"
+    assert fixed.start == [{"optimizer": "adam", "lr": 0.01, "blocks": 3}]
+    assert space.with_fixed({"lr": 0.01}).prune_within == "optimizer"

@@ -189,6 +189,8 @@ class SearchSpace(BaseModel):
         for name, value in values.items():
             raw["params"][name] = {"type": "fixed", "value": value}
         raw["start"] = [{**point, **values} for point in raw.get("start", [])]
+        if raw.get("prune_within") in values:  # one value left: one group, nothing to prune apart
+            raw["prune_within"] = None
         return SearchSpace.from_dict(raw, source=f"{self.source} with --fix {', '.join(f'{k}={v}' for k, v in values.items())}")
 
     # --- what is active ---
