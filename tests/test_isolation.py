@@ -58,13 +58,17 @@ def _space(tmp_path: Path, modes: list[str]) -> Path:
     return path
 
 
-def _search(tmp_path: Path, data: Path, modes: list[str], *extra: str, **popen) -> list[str]:
+def _command(tmp_path: Path, data: Path, space: Path, study: str, trials: int, *extra: str) -> list[str]:
+    """`bench search unruly` (the family above, written beside the space) with random sampling and no pruning."""
     family = tmp_path / "unruly.py"
     family.write_text(FAMILY)
     return [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
-            "--space", str(_space(tmp_path, modes)), "--study", "unruly", "--trials", str(len(modes)),
-            "--sampler", "random", "--pruner", "none", "--data", str(data), "--results", str(tmp_path / "results"),
-            "--keep-top", "-1", *extra]
+            "--space", str(space), "--study", study, "--trials", str(trials), "--sampler", "random",
+            "--pruner", "none", "--data", str(data), "--results", str(tmp_path / "results"), "--keep-top", "-1", *extra]
+
+
+def _search(tmp_path: Path, data: Path, modes: list[str], *extra: str) -> list[str]:
+    return _command(tmp_path, data, _space(tmp_path, modes), "unruly", len(modes), *extra)
 
 
 def _rows(tmp_path: Path) -> dict[int, dict]:
@@ -128,14 +132,9 @@ def _once_space(tmp_path: Path, timeout: str = "", mode: str = "hang_once") -> P
 def _misbehaving_once(tmp_path: Path, data: Path, mode: str, backend: str, *extra: str, timeout: str = "") -> list[dict]:
     """`bench search unruly` of 2 trials on `backend` whose first trial misbehaves (`mode`: hang_once, abort_once);
     asserts the search itself ends well and returns its rows by trial number."""
-    family = tmp_path / "unruly.py"
-    family.write_text(FAMILY)
     env = {**os.environ, "UNRULY_FLAG": str(tmp_path / "flag")}
     study = mode.split("_")[0]
-    cmd = [sys.executable, "-m", "bench.cli", "search", "unruly", "--objective-file", f"{family}:Unruly",
-           "--space", str(_once_space(tmp_path, timeout, mode)), "--study", study, "--trials", "2",
-           "--backend", backend, "--sampler", "random", "--pruner", "none", "--data", str(data),
-           "--results", str(tmp_path / "results"), "--keep-top", "-1", *extra]
+    cmd = _command(tmp_path, data, _once_space(tmp_path, timeout, mode), study, 2, "--backend", backend, *extra)
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     return sorted(Leaderboard(db_url(None, tmp_path / "results")).query(study=study), key=lambda r: r["trial_number"])
