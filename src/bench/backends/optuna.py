@@ -37,7 +37,11 @@ MULTI_OBJECTIVE = ("nsga2", "motpe")  # maximise validation accuracy, minimise p
 PRUNERS = ("asha", "hyperband", "median", "pareto-asha", "none")
 GROUPED_PRUNERS = ("asha", "median", "pareto-asha")  # the pruners that honour a space's prune_within
 START_POINT = "start_point"  # user attribute of the space's start points: anchors the pruner measures against, never prunes
-PARETO_RUNGS = (1, 3, 9, 27, 81)  # pareto-asha: epochs at which a trial must be in the best third to go on
+# pareto-asha: a trial goes on past epoch 1, 4, 16, ... only in the best quarter of the trials that reached it.
+# A quarter, not Optuna's third: at a third, 86 trials filled a default TinyNet run's 30 minutes, a third of them
+# promoted past epoch 1 and 19 past epoch 3 (measured on MIT8)
+PARETO_REDUCTION = 4
+PARETO_RUNGS = tuple(PARETO_REDUCTION**i for i in range(5))
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -482,7 +486,7 @@ def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: in
     at_rung = [t for t in trial.study.get_trials(deepcopy=False) if key in t.user_attrs and t.number != trial.number
                and (group is None or t.params.get(within) == group)]
     points = [tuple(t.user_attrs[key]) for t in at_rung] + [(accuracy, n_params)]
-    return not pareto_promotable(len(points) - 1, points, reduction_factor=3)
+    return not pareto_promotable(len(points) - 1, points, reduction_factor=PARETO_REDUCTION)
 
 
 def default_pruner(sampler: str) -> str:
