@@ -74,8 +74,10 @@ class SearchConfig:
     trial_memory: float | None = None  # MB: a worker process holding more has its trial failed
     recycle: int = 10  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
     # Optuna: a worker whose resident memory has passed this many MB after a trial makes way for a fresh one sooner:
-    # a TinyNet worker starts near 800 MB and a 64 px trial adds up to 500 MB while it trains (measured)
-    recycle_mb: float | None = 950
+    # importing TensorFlow + Keras alone holds 644 MB, and a 64 px TinyNet trial adds 250-300 MB while it trains and
+    # leaves 70-100 MB behind (measured). At 950 MB a default MIT8 run peaked at 1.62 GiB (61 trials in 30 min); at
+    # 850, 1.39 GiB (71 trials: replacing a worker costs less than the slower trials of a fuller one)
+    recycle_mb: float | None = 850
 
     def __post_init__(self):
         study_name(self.study)  # it becomes a folder under results_dir: checked wherever a search is set up
