@@ -199,7 +199,7 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
     assert any(r["status"] == "pruned" for r in stored)
     for r in stored:
         if r["status"] == "pruned":
-            assert r["epochs"] in PARETO_RUNGS and len(r["extras"]["history"]["val_accuracy"]) == r["epochs"]  # at a rung
+            assert r["epochs"] in PARETO_RUNGS and r["epochs"] < space["params"]["epochs"] and len(r["extras"]["history"]["val_accuracy"]) == r["epochs"]  # at a rung
     wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
     assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output
 

@@ -76,7 +76,8 @@ class SearchConfig:
     # Optuna: a worker whose resident memory has passed this many MB after a trial makes way for a fresh one sooner:
     # importing TensorFlow + Keras alone holds 644 MB, and a 64 px TinyNet trial adds 250-300 MB while it trains and
     # leaves 70-100 MB behind (measured). At 950 MB a default MIT8 run peaked at 1.62 GiB (61 trials in 30 min); at
-    # 850, 1.39 GiB (71 trials: replacing a worker costs less than the slower trials of a fuller one)
+    # 850, 1.39 GiB (71 trials; not a like-for-like count: a worker's sampler seed depends on when it starts, so
+    # the two runs drew different trials)
     recycle_mb: float | None = 850
 
     def __post_init__(self):
