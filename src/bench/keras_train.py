@@ -112,6 +112,7 @@ def _report_callback(ctx: TrialContext, total_epochs: int, split: Split, predict
             if not math.isfinite(metrics.get("loss", 0.0)):
                 raise TrialFailed(f"loss became NaN at epoch {epoch + 1}")
             ctx.report(epoch, metrics, total_epochs)
+            logs["seconds"] = ctx.curve[-1]["seconds"]  # how long the trial had run: the history's time axis
 
     return Report()
 

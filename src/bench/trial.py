@@ -7,6 +7,7 @@ bench.objective: objective -> artifacts -> keras_train -> trial, one way.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -104,10 +105,11 @@ class TrialContext:
     # what the trial has shown so far, kept for the leaderboard when it is pruned or fails
     curve: list[dict[str, float]] = field(default_factory=list)
     n_params: int | None = None
+    created: float = field(default_factory=time.monotonic)  # each curve point says how long the trial had run
 
     def report(self, epoch: int, metrics: dict[str, float], total_epochs: int = 0) -> None:
         """Called after each epoch (0-based) with validation metrics; raises Pruned when the backend says so."""
-        self.curve.append({"epoch": epoch, **metrics})
+        self.curve.append({"epoch": epoch, **metrics, "seconds": round(time.monotonic() - self.created, 2)})
         stop.check()  # Ctrl-C lands here, between epochs, where TensorFlow can be left safely
         if self.progress:
             self.progress(epoch, total_epochs, metrics)
