@@ -28,3 +28,5 @@ def test_a_short_first_epoch_sees_a_part_of_the_fit_split_then_training_goes_on_
     assert int(model.optimizer.iterations) == -(-first // 4) + 2 * -(-n_fit // 4)
     assert info.epochs == 3 and [point["epoch"] for point in ctx.curve] == [0, 1, 2]
     assert len(info.history["val_accuracy"]) == 3
+    elapsed = [point["seconds"] for point in ctx.curve]  # each epoch says how long the trial had run: the time axis
+    assert 0 < elapsed[0] < elapsed[1] < elapsed[2] and info.history["seconds"] == elapsed
