@@ -112,6 +112,7 @@ class Objective:
         """One trial: receives the sampled params and the context; returns its Result, or raises Pruned or
         TrialFailed (the backend stores why)."""
         params = self.resolve(params)
+        ctx.started = time.monotonic()
         self.set_seed(ctx.seed)
         split = self.load_data(params, ctx)
         model = self.build(params, split)

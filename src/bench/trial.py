@@ -105,11 +105,13 @@ class TrialContext:
     # what the trial has shown so far, kept for the leaderboard when it is pruned or fails
     curve: list[dict[str, float]] = field(default_factory=list)
     n_params: int | None = None
-    created: float = field(default_factory=time.monotonic)  # each curve point says how long the trial had run
+    # each curve point says how long the trial had run; Objective.run restarts the clock in the process that runs it
+    # (a context is often built in another process, and on Ray on another machine, whose monotonic clock differs)
+    started: float = field(default_factory=time.monotonic)
 
     def report(self, epoch: int, metrics: dict[str, float], total_epochs: int = 0) -> None:
         """Called after each epoch (0-based) with validation metrics; raises Pruned when the backend says so."""
-        self.curve.append({"epoch": epoch, **metrics, "seconds": round(time.monotonic() - self.created, 2)})
+        self.curve.append({"epoch": epoch, **metrics, "seconds": round(time.monotonic() - self.started, 2)})
         stop.check()  # Ctrl-C lands here, between epochs, where TensorFlow can be left safely
         if self.progress:
             self.progress(epoch, total_epochs, metrics)
