@@ -179,3 +179,52 @@ def test_ray_trial_whose_actor_aborts_errors_and_resume_reruns_it_into_its_row(t
     assert [r["status"] for r in resumed] == ["complete", "complete"]
     assert resumed[0]["params"] == rows[0]["params"] and resumed[1] == rows[1]  # same trial; the finished one untouched
     assert [e["reason"] for e in resumed[0]["extras"]["earlier_failures"]] == [rows[0]["failure_reason"]]
+
+
+FORKED = textwrap.dedent('''
+    import os, sys, time
+    from bench.backends.processes import WorkerEvents, supervise
+
+    def tell(slot, events):
+        """Says what it found at its start: the caller's MARK, whether the preload is imported, its parent."""
+        WorkerEvents(events, slot).note(f"{os.environ['MARK']} {'colorsys' in sys.modules} {os.getppid()}")
+        if os.environ["MARK"] == "hang":
+            time.sleep(3600)
+
+    class Notes:
+        def note(self, text):
+            print(text, flush=True)
+
+    if __name__ == "__main__":
+        print(os.getpid(), flush=True)
+        for mark in sys.argv[1:]:
+            os.environ["MARK"] = mark  # set after the forkserver started (with the first worker)
+            supervise(tell, lambda pid, why: None, jobs=1, more=lambda: False, progress=Notes(), preload=["colorsys"])
+''')
+
+
+def test_workers_fork_from_one_server_that_imported_the_preload_and_start_in_the_callers_environment(tmp_path):
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    run = subprocess.run([sys.executable, str(script), "first", "second"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    me, *notes = run.stdout.split("\n")[:3]
+    server = notes[0].split()[2]
+    assert notes == [f"first True {server}", f"second True {server}"]  # the preload is there; the MARK is each call's
+    assert server != me  # forked from the server, not from the search's process
+
+
+def test_a_kill_9_of_the_search_alone_takes_its_forked_workers_with_it(tmp_path):
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    search = subprocess.Popen([sys.executable, str(script), "hang"], stdout=subprocess.PIPE, text=True)
+    me = int(search.stdout.readline())
+    _, _, server = search.stdout.readline().split()
+    import psutil
+
+    worker = [p for p in psutil.Process(int(server)).children() if p.is_running()]
+    assert me != int(server) and len(worker) == 1
+    os.kill(me, signal.SIGKILL)  # the search only, not its process group: the server and the worker must follow
+    search.wait()
+    gone, alive = psutil.wait_procs([psutil.Process(int(server)), *worker], timeout=15)
+    assert not alive, f"left running after the search was killed: {alive}"

@@ -16,26 +16,41 @@ MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 
 
 def keras():
-    """Keras, imported only when a neural family runs; TensorFlow's C++ start-up banner is kept off stderr."""
-    if "keras" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow as tf
+    """Keras, imported only when a neural family runs (quietly: import_quietly), and TensorFlow set up for this
+    process on the first call: its Python warnings off, its thread pools sized by BENCH_THREADS."""
+    global _configured
+    import_quietly()
+    if not _configured:
+        _configured = True
+        import tensorflow as tf
 
-            tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings (retracing notices) are noise here
-            threads = int(os.environ.get("BENCH_THREADS", "0"))  # set per worker by `--jobs N`: cores / N each
-            if threads:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-        finally:
-            os.dup2(saved, 2)
-            os.close(devnull)
-            os.close(saved)
+        tf.get_logger().setLevel("ERROR")  # TensorFlow's Python warnings (retracing notices) are noise here
+        threads = int(os.environ.get("BENCH_THREADS", "0"))  # set per worker by `--jobs N`: cores / N each
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
     return sys.modules["keras"]
+
+
+_configured = False  # per process: a worker forked from a server that imported Keras sets its own threads
+
+
+def import_quietly() -> None:
+    """Import Keras and TensorFlow with TensorFlow's C++ start-up banner kept off stderr; nothing is configured or
+    run (the workers' forkserver preloads this, bench.backends.preload_keras)."""
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
 
 
 def device_line() -> str:

@@ -23,11 +23,11 @@ import psutil
 
 from bench import stop
 from bench.backends import FAILURE_LOG, SearchConfig, execute_trial, log_failure_reason
-from bench.backends.processes import WorkerEvents, die_with_parent, first_worker, supervise
+from bench.backends.processes import WorkerEvents, first_worker, supervise
 from bench.data import DataError
 from bench.leaderboard import CONNECTION_ERRORS, DatabaseUnreachable, Leaderboard, driver_url, shared
 from bench.recorder import KEPT_ROW, TrialRecorder, sync_study
-from bench.objective import Objective, Pruned, TrialFailed, get_objective
+from bench.objective import OBJECTIVES, Objective, Pruned, TrialFailed, get_objective
 from bench.pareto import pareto_promotable
 from bench.space import SearchSpace
 
@@ -531,7 +531,6 @@ KERAS_FAMILIES = ("tinynet", "mlp", "transfer", "inception")  # their first work
 
 def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | None, slot: int, queue) -> None:
     """A worker process (bench.backends.processes): up to config.recycle trials, then it exits and another takes over."""
-    die_with_parent()
     events = WorkerEvents(queue, slot)
     if deadline is not None:  # --timeout counts from the search's start, not from this worker's
         config = replace(config, timeout=max(1.0, deadline - time.time()))
@@ -548,13 +547,20 @@ def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | 
             events.fatal(str(e))
 
 
+def worker_preload(objective: str) -> list[str]:
+    """What the workers' forkserver imports once: this backend, TensorFlow + Keras for a Keras family, and the family's
+    own module if it is one of bench's (a user's family is imported by each worker, as it is found)."""
+    modules = [__name__] + (["bench.backends.preload_keras"] if objective in KERAS_FAMILIES else [])
+    return modules + [OBJECTIVES[objective].split(":")[0]] if objective in OBJECTIVES else modules
+
+
 def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, progress=None) -> None:
     """Run the study's trials in `config.jobs` recycled worker processes until it holds config.trials finished ones."""
     deadline = time.time() + config.timeout if config.timeout else None
     if config.jobs > 1:  # share the cores between the workers instead of letting each take them all
         os.environ.setdefault("BENCH_THREADS", str(max(1, (os.cpu_count() or 1) // config.jobs)))
     # glibc gives each thread its own heap arena, and TensorFlow's threads leave them fragmented: two arenas (read
-    # at the worker's start) took about 100 MB off a TinyNet worker after 8 trials
+    # when the workers' forkserver starts, with the first worker) took about 100 MB off a TinyNet worker after 8 trials
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
     last_sweep = [time.time()]
@@ -579,6 +585,7 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
             progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
         if more():
             supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
+                      preload=worker_preload(config.objective),
                       trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory, tick=sweep)
     write_kept_rows(config, study)
 
