@@ -1,9 +1,9 @@
 """Trials run in worker processes, never in the process that started the search.
 
 Each worker is a fresh process that runs up to `recycle` trials and exits; the supervisor starts another in its place
-until the study is done. Workers are forked from multiprocessing's forkserver, a clean single-threaded process that
-imported the family's heavy modules once (`worker_context`), so a recycled worker starts in about a second instead of
-a fresh interpreter's TensorFlow import. Why workers:
+until the study is done. Workers are forked from multiprocessing's forkserver, a process that imported the family's
+heavy modules once and never runs TensorFlow (`worker_context`), so a recycled worker skips a fresh interpreter's
+TensorFlow import. Why workers:
 - memory stays flat: TensorFlow leaks graph memory trial after trial even with clear_session (2.5 GB by trial 60 of
   one process, measured), and a process that exits gives all of it back;
 - a crash (a segfault or abort inside TensorFlow, an out-of-memory kill) or a hang ends one worker, not the search: the
