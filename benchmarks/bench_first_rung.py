@@ -23,7 +23,7 @@ import statistics
 import optuna
 from scipy.stats import spearmanr
 
-from bench.objective import Pruned, TrialContext, get_objective
+from bench.objective import Pruned, TrialContext, TrialFailed, get_objective
 from bench.space import load_space
 
 VARIANTS = {"full": {}, "quarter": {"first_epoch_data": 0.25, "warmup": 0.05}}
@@ -36,12 +36,14 @@ def sample_configs(space, n: int, seed: int) -> list[dict]:
 
 
 def looks(objective, params: dict, n_looks: int, data: str | None) -> list[dict]:
-    """The trial's curve, stopped after n_looks validations the way a pruner stops it."""
+    """The trial's curve, stopped after n_looks validations the way a pruner stops it (shorter if the trial failed)."""
     ctx = TrialContext(seed=0, data_root=data, report_hook=lambda epoch, _metrics: epoch + 1 >= n_looks)
     try:
         objective.run(params, ctx)
     except Pruned:
         pass
+    except TrialFailed as e:  # a sampled point the family refuses, or a NaN loss: left out of the ranking below
+        print(f"trial failed: {e}")
     return ctx.curve
 
 
@@ -61,12 +63,16 @@ def main() -> None:
         for name, extra in args.variants.items():  # variants alternate, so drift in machine load hits each alike
             curve = looks(objective, {**config, **extra}, args.looks, args.data)
             curves[name].append(curve)
-            print(f"config {i:2d} {name:8s} val " + " ".join(f"{p['val_accuracy']:.3f}" for p in curve)
-                  + f"  seconds {curve[0]['seconds']:.1f} .. {curve[-1]['seconds']:.1f}", flush=True)
+            seconds = f"  seconds {curve[0]['seconds']:.1f} .. {curve[-1]['seconds']:.1f}" if curve else ""
+            print(f"config {i:2d} {name:8s} val " + " ".join(f"{p['val_accuracy']:.3f}" for p in curve) + seconds,
+                  flush=True)
 
     print(f"\n{'variant':8s} {'rank corr. first/last look':>27s} {'median first look':>18s} {'s to first look':>16s} {'mean last look':>15s}")
     for name, runs in curves.items():
         done = [c for c in runs if len(c) == args.looks]  # a failed trial has a shorter curve
+        if not done:
+            print(f"{name:8s} no trial reached look {args.looks}")
+            continue
         first = [c[0]["val_accuracy"] for c in done]
         last = [c[-1]["val_accuracy"] for c in done]
         rho = spearmanr(first, last).statistic if len(done) > 2 else float("nan")
