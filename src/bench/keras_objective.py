@@ -20,7 +20,7 @@ MODEL_FILE = "model.keras"  # Keras 3's own format: architecture, weights and op
 
 
 class KerasObjective(Objective):
-    """Base of the Keras families: training through keras_train.fit_keras, eager prediction, Keras' seed, the model
+    """Base of the Keras families: training through keras_train.fit_keras, prediction by a compiled forward pass, Keras' seed, the model
     saved as folder/model.keras and its graph memory cleared after every trial."""
 
     # what keras_train.fit_keras reads; a family lays its own defaults (and any different values) over these
@@ -46,7 +46,7 @@ class KerasObjective(Objective):
         return kt.fit_keras(self.network(model), split, params, ctx, lambda _network, x: self.predict_proba(model, x))
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
-        """The network's softmax on x, by eager calls in batches (keras_train.predict_keras)."""
+        """The network's softmax on x, in batches through a compiled forward pass (keras_train.predict_keras)."""
         return kt.predict_keras(self.network(model), x)
 
     def count_params(self, model: Any) -> int:
