@@ -20,8 +20,8 @@ MODEL_FILE = "model.keras"  # Keras 3's own format: architecture, weights and op
 
 
 class KerasObjective(Objective):
-    """Base of the Keras families: training through keras_train.fit_keras, prediction by a compiled forward pass, Keras' seed, the model
-    saved as folder/model.keras and its graph memory cleared after every trial."""
+    """Base of the Keras families: training through keras_train.fit_keras, prediction by a compiled forward pass,
+    Keras' seed, the model saved as folder/model.keras and its graph memory cleared after every trial."""
 
     # what keras_train.fit_keras reads; a family lays its own defaults (and any different values) over these
     training_defaults: dict[str, Any] = {

@@ -191,6 +191,8 @@ def predict_keras(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 
 def _compiled_forward(model, shape: tuple, dtype):
+    if keras().backend.backend() != "tensorflow":  # KERAS_BACKEND set to another: its eager calls
+        return lambda batch: model(batch, training=False)
     import tensorflow as tf
 
     functions = _forwards.setdefault(model, {})
