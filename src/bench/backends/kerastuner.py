@@ -3,7 +3,7 @@
 keras-tuner only decides the points (and, for hyperband, the epochs of each); bench's objective trains and scores them
 and writes the same leaderboard rows as every backend. State lives in RESULTS/kerastuner/<study>, so a re-run resumes.
 keras-tuner needs `tensorboard` installed on the TensorFlow backend.
-Each trial runs in a child process (bench.backends.processes.TrialProcess, reused for --recycle trials): a crash, an
+Each trial runs in a child process (bench.backends.processes.TrialProcess, reused for SearchConfig.recycle trials): a crash, an
 out-of-memory kill or a hang there fails that trial only, and --trial-timeout / --trial-memory kill it at the limit.
 """
 from __future__ import annotations
