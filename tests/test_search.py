@@ -294,6 +294,37 @@ def test_a_search_whose_first_trials_all_fail_alike_stops_and_says_why(tmp_path,
     assert all("Traceback (most recent call last)" in b and "padding=same" in b for b in blocks)
 
 
+def test_the_all_fail_stop_reads_this_searchs_trials_from_the_study():
+    """Each trial may run in its own worker process, so the stop counts the study's trials, not a process's: the
+    first three of this search (from `first`, on this machine) failed alike."""
+    import socket
+
+    import optuna
+
+    from bench.backends.optuna import StopWhenAllFail
+
+    def trial(state, reason="", host=socket.gethostname()):
+        attrs = {"worker": f"{host}:1", **({"failure_reason": reason} if reason else {})}
+        return optuna.trial.create_trial(state=state, user_attrs=attrs, **({"value": 0.5} if state.name == "COMPLETE" else {}))
+
+    fail, done = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
+    cases = [  # (trials already in the study, this search's first trial, whether it stops)
+        ([trial(fail, "no weights")] * 3, 0, True),
+        ([trial(fail, "no weights"), trial(fail, "no weights"), trial(fail, "out of memory")], 0, False),
+        ([trial(done), trial(fail, "no weights"), trial(fail, "no weights"), trial(fail, "no weights")], 0, False),
+        ([trial(done), trial(fail, "no weights"), trial(fail, "no weights"), trial(fail, "no weights")], 1, True),  # resumed
+        ([trial(fail, "no weights", host="elsewhere")] + [trial(fail, "no weights")] * 2, 0, False),  # 2 of ours so far
+    ]
+    for trials, first, stops in cases:
+        study = optuna.create_study()
+        for t in trials:
+            study.add_trial(t)
+        check = StopWhenAllFail(first)  # called as a callback of optimize, the only place Study.stop may be called
+        study.optimize(lambda t: 0.0, n_trials=1, callbacks=[lambda s, _: check(s, s.trials[len(trials) - 1])])
+        assert (check.reason is not None) == stops, (trials, first)
+        assert check.reason in (None, "no weights")
+
+
 def test_progress_best_counts_complete_trials_only():
     import io
 

@@ -72,12 +72,14 @@ class SearchConfig:
     resume: bool = False  # Ray: restore an interrupted experiment
     trial_timeout: float | None = None  # seconds: a trial running longer has its worker process killed, and fails
     trial_memory: float | None = None  # MB: a worker process holding more has its trial failed
-    recycle: int = 10  # Optuna: trials per worker process before a fresh one takes over (keeps memory flat)
-    # Optuna: a worker whose resident memory has passed this many MB after a trial makes way for a fresh one sooner:
-    # importing TensorFlow + Keras alone holds 644 MB, and a 64 px TinyNet trial adds 250-300 MB while it trains and
-    # leaves 70-100 MB behind (measured). At 950 MB a default MIT8 run peaked at 1.62 GiB (61 trials in 30 min); at
-    # 850, 1.39 GiB (71 trials; not a like-for-like count: a worker's sampler seed depends on when it starts, so
-    # the two runs drew different trials)
+    # Optuna: trials per worker process before a fresh one takes over. Workers are forked from a server that has
+    # imported TensorFlow, so a fresh one per trial costs about 0.4 s between trials, and its trial starts without
+    # what earlier trials left behind (default search on MIT8, the first 360 s: 17 trials and a peak summed PSS of
+    # 1,364 MiB, against 13 trials and 1,503 MiB with a worker for 10 trials; the draws differ after trial 5)
+    recycle: int = 1
+    # Optuna, with recycle above 1: a worker whose resident memory has passed this many MB after a trial makes way
+    # for a fresh one sooner. At 950 MB a default MIT8 run with spawned workers for 10 trials peaked at 1.62 GiB (61
+    # trials in 30 min); at 850, 1.39 GiB (71 trials; not like for like: the two runs drew different trials)
     recycle_mb: float | None = 850
 
     def __post_init__(self):

@@ -3,7 +3,7 @@
 keras-tuner only decides the points (and, for hyperband, the epochs of each); bench's objective trains and scores them
 and writes the same leaderboard rows as every backend. State lives in RESULTS/kerastuner/<study>, so a re-run resumes.
 keras-tuner needs `tensorboard` installed on the TensorFlow backend.
-Each trial runs in a child process (bench.backends.processes.TrialProcess, reused for SearchConfig.recycle trials): a crash, an
+Each trial runs in a child process (bench.backends.processes.TrialProcess, reused for CHILD_TRIALS trials): a crash, an
 out-of-memory kill or a hang there fails that trial only, and --trial-timeout / --trial-memory kill it at the limit.
 """
 from __future__ import annotations
@@ -37,13 +37,18 @@ def _tuner_class(name: str):
     return classes[name]
 
 
+# trials one child process runs before a fresh one takes over: TrialProcess spawns its children, each paying the
+# 5.6-s import of TensorFlow, so they live longer than the Optuna backend's forked workers (SearchConfig.recycle)
+CHILD_TRIALS = 10
+
+
 def run(space: SearchSpace, config: SearchConfig, progress=None):
     import keras_tuner as kt
 
     from bench.backends.processes import LimitedObjective, TrialProcess
 
     objective = get_objective(config.objective)
-    limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=config.recycle)
+    limited = TrialProcess(config.trial_timeout, config.trial_memory, recycle=CHILD_TRIALS)
     runs = LimitedObjective(config.objective, limited)  # keras-tuner's loop stays here; the training goes to the child
     recorder = TrialRecorder(config, "kerastuner")
     base = _tuner_class(config.sampler)

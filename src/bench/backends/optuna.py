@@ -459,19 +459,23 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
 
 class StopWhenAllFail:
     """Stops a search whose first `n` trials all failed for the same reason: a set-up problem (weights that cannot be
-    downloaded, a missing extra) that every later trial would hit too."""
+    downloaded, a missing extra) that every later trial would hit too. It reads this machine's trials from the study,
+    not what its own process saw, since a worker process may run a single trial (SearchConfig.recycle).
+    first: the number of this search's first trial (a resumed study's earlier trials do not count)."""
 
-    def __init__(self, n: int = 3):
-        self.n, self.reasons, self.any_ran = n, [], False
+    def __init__(self, first: int = 0, n: int = 3):
+        self.first, self.n = first, n
         self.reason: str | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.any_ran or trial.state != optuna.trial.TrialState.FAIL:
-            self.any_ran = True
+        if trial.state != optuna.trial.TrialState.FAIL:
             return
-        self.reasons.append(trial.user_attrs.get("failure_reason", ""))
-        if len(self.reasons) >= self.n and len(set(self.reasons)) == 1:
-            self.reason = self.reasons[0]
+        host = socket.gethostname() + ":"
+        ours = sorted((t for t in study.get_trials(deepcopy=False) if t.number >= self.first and t.state.is_finished()
+                       and str(t.user_attrs.get("worker", "")).startswith(host)), key=lambda t: t.number)[: self.n]
+        reasons = {t.user_attrs.get("failure_reason", "") for t in ours if t.state == optuna.trial.TrialState.FAIL}
+        if len(ours) == self.n and all(t.state == optuna.trial.TrialState.FAIL for t in ours) and len(reasons) == 1:
+            self.reason = reasons.pop()
             study.stop()
 
 
@@ -494,9 +498,11 @@ def default_pruner(sampler: str) -> str:
     return "pareto-asha" if sampler in MULTI_OBJECTIVE else PRUNERS[0]
 
 
-def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trials: int | None = None, slot: int = 0) -> None:
+def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trials: int | None = None, slot: int = 0,
+              first: int = 0) -> None:
     """One worker: run trials on the shared study until it holds config.trials finished trials (or, with max_trials,
-    until it has run that many). slot: which of the --jobs workers it is."""
+    until it has run that many). slot: which of the --jobs workers it is; first: the number of the search's first
+    trial."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(config, space)
     study.sampler = worker_sampler(config, space, slot, len(study.trials))
@@ -507,7 +513,7 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
         remaining = min(remaining, max_trials)
     if remaining <= 0:
         return
-    all_fail = StopWhenAllFail()
+    all_fail = StopWhenAllFail(first)
     callbacks = [stop_at_total(config.trials), all_fail, make_way_above(config.recycle_mb)]
     callbacks += [progress.on_trial_finished] if progress else []
     try:
@@ -529,7 +535,8 @@ def _optimize(config: SearchConfig, space: SearchSpace, progress=None, max_trial
 KERAS_FAMILIES = ("tinynet", "mlp", "transfer", "inception")  # their first worker says where TensorFlow trains
 
 
-def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | None, slot: int, queue) -> None:
+def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | None, first: int, slot: int,
+            queue) -> None:
     """A worker process (bench.backends.processes): up to config.recycle trials, then it exits and another takes over."""
     events = WorkerEvents(queue, slot)
     if deadline is not None:  # --timeout counts from the search's start, not from this worker's
@@ -540,7 +547,8 @@ def _worker(config: SearchConfig, space_dict: dict[str, Any], deadline: float | 
                 from bench.keras_train import device_line
 
                 events.note(device_line())
-            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle, slot=slot)
+            _optimize(config, SearchSpace.from_dict(space_dict, source="worker"), events, max_trials=config.recycle, slot=slot,
+                      first=first)
         except KeyboardInterrupt:
             pass  # its finished trials are stored; the supervisor reports
         except (DataError, ValueError) as e:  # every trial would hit it: the search stops
@@ -584,7 +592,7 @@ def _supervise(config: SearchConfig, space: SearchSpace, study: optuna.Study, pr
         if progress:
             progress.begin(study_done=finished_count(study), total=config.trials, best=best_value(study))
         if more():
-            supervise(partial(_worker, config, space.model_dump(), deadline), lost, config.jobs, more, progress,
+            supervise(partial(_worker, config, space.model_dump(), deadline, len(study.trials)), lost, config.jobs, more, progress,
                       preload=worker_preload(config.objective),
                       trial_timeout=config.trial_timeout, memory_limit_mb=config.trial_memory, tick=sweep)
     write_kept_rows(config, study)
