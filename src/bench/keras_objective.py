@@ -34,6 +34,7 @@ class KerasObjective(Objective):
         "batch_size": 32,
         "epochs": 20,
         "patience": 0,  # early stopping on val_loss (best weights restored); 0: off
+        "max_mmacs": 0,  # prune before training a network of more million multiply-accumulates per image; 0: off
     }
 
     def network(self, model: Any):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import Split
-from bench.trial import FitInfo, TrialContext, TrialFailed
+from bench.trial import FitInfo, Pruned, TrialContext, TrialFailed
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta", "adagrad")
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
@@ -110,6 +110,29 @@ def make_optimizer(name: str, lr: Any, momentum: float | None = None, weight_dec
     raise ValueError(f"unknown optimizer '{name}'; one of {OPTIMIZERS}")
 
 
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass of one image through the network's convolutions and dense layers
+    (every kernel weight once per output position), the cost that sets a CNN's epoch time on a CPU. Counted from the
+    built layers' shapes, so it costs nothing and is the same on every machine; element-wise layers are left out."""
+    total = 0
+    for layer in _leaf_layers(model):
+        kernels = [w for w in layer.weights if "kernel" in w.path and w.trainable]
+        if not kernels:
+            continue
+        shape = tuple(layer.output.shape)
+        positions = math.prod(d for d in shape[1:-1] if d) if len(shape) > 2 else 1
+        total += positions * sum(math.prod(w.shape) for w in kernels)
+    return int(total)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:  # a nested model
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
 def _report_callback(ctx: TrialContext, total_epochs: int, split: Split, predict):
     k = keras()
 
@@ -136,10 +159,15 @@ def _report_callback(ctx: TrialContext, total_epochs: int, split: Split, predict
 def fit_keras(model, split: Split, params: dict[str, Any], ctx: TrialContext, predict=None) -> FitInfo:
     """Compile with the params' optimizer (one-cycle if asked), fit on the fit split, validate each epoch.
 
+    params["max_mmacs"] > 0: a network of more million multiply-accumulates per image (count_macs) is pruned before
+    it trains, as a trial stopped at epoch 0.
     params["first_epoch_data"] < 1: the first epoch sees only that fraction of the fit split (a seeded random part),
     so the first look at a trial, where successive halving stops most of them, costs that fraction of an epoch.
     predict(model, x) -> class probabilities: the family's own (predict_keras by default)."""
     k = keras()
+    cap = float(params.get("max_mmacs") or 0)
+    if cap and (mmacs := count_macs(model) / 1e6) > cap:  # a cost cap: what the search may spend on one image
+        raise Pruned(0, f"{mmacs:.3g} million multiply-accumulates per image exceed max_mmacs {cap:g}; skipped before training")
     epochs, batch = int(params["epochs"]), int(params["batch_size"])
     n_fit = len(split.y_fit)
     first = min(n_fit, max(batch, int(round(float(params.get("first_epoch_data") or 1.0) * n_fit))))

@@ -20,11 +20,12 @@ from bench import stop
 
 
 class Pruned(Exception):
-    """The backend stopped this trial early, after `epoch` epochs (its partial curve is kept)."""
+    """The backend stopped this trial early, after `epoch` epochs (its partial curve is kept); epoch 0 with a reason:
+    stopped before training (a Keras family's compute cap, max_mmacs)."""
 
-    def __init__(self, epoch: int):
+    def __init__(self, epoch: int, reason: str | None = None):
         self.epoch = epoch
-        super().__init__(f"pruned after epoch {epoch}")
+        super().__init__(reason or f"pruned after epoch {epoch}")
 
 
 class TrialFailed(Exception):

@@ -106,7 +106,7 @@ def execute_trial(objective: Objective, params: dict[str, Any], ctx: TrialContex
         stop.check()  # a stop asked for during the last trial: do not start this one (its row says so)
         result = objective.run(params, ctx)
     except Pruned as e:
-        recorder.pruned(number, params, e.epoch, started, ctx.curve, ctx.n_params, seed=ctx.seed)
+        recorder.pruned(number, params, e.epoch, started, ctx.curve, ctx.n_params, seed=ctx.seed, reason=str(e))
         raise
     except DataError:
         raise

@@ -366,7 +366,9 @@ class TrialProcess:
                 return result
             else:
                 kind, message, tb, ctx.curve[:], ctx.n_params = event[1:]
-                error = {"pruned": Pruned, "failed": TrialFailed, "data": DataError, "interrupted": KeyboardInterrupt}
+                if kind == "pruned":  # after as many epochs as it reported
+                    raise Pruned(len(ctx.curve), message) from _RemoteTraceback(tb)
+                error = {"failed": TrialFailed, "data": DataError, "interrupted": KeyboardInterrupt}
                 raise error.get(kind, TrialFailed)(message) from _RemoteTraceback(tb)
 
     def _overrun(self, since: float | None) -> str | None:
