@@ -13,7 +13,6 @@ configurations it would skip, the share of all the seconds they took, and the be
 """
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 
@@ -23,7 +22,7 @@ from bench import keras_train as kt
 from bench.objective import TrialContext, get_objective
 from bench.space import load_space
 
-from bench_first_rung import looks, sample_configs
+from bench_first_rung import config_parser, looks, sample_configs
 
 
 def costs_of(objective, params: dict, data: str | None) -> tuple[float, float]:
@@ -40,12 +39,7 @@ def costs_of(objective, params: dict, data: str | None) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", type=int, default=24)
-    parser.add_argument("--looks", type=int, default=1)
-    parser.add_argument("--space", default="tinynet")
-    parser.add_argument("--data")
-    parser.add_argument("--seed", type=int, default=2)
+    parser = config_parser(__doc__, configs=24, n_looks=1, seed=2)
     parser.add_argument("--caps", default="40,60,80,100,200", help="caps to weigh, in millions of MACs per image")
     args = parser.parse_args()
     space = load_space(args.space)

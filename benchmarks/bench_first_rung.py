@@ -47,13 +47,19 @@ def looks(objective, params: dict, n_looks: int, data: str | None) -> list[dict]
     return ctx.curve
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", type=int, default=12)
-    parser.add_argument("--looks", type=int, default=4)
+def config_parser(doc: str, configs: int, n_looks: int, seed: int) -> argparse.ArgumentParser:
+    """The options of a benchmark that trains sampled configurations up to a few looks (this one's and others')."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", type=int, default=configs)
+    parser.add_argument("--looks", type=int, default=n_looks)
     parser.add_argument("--space", default="tinynet")
     parser.add_argument("--data")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=seed)
+    return parser
+
+
+def main() -> None:
+    parser = config_parser(__doc__, configs=12, n_looks=4, seed=1)
     parser.add_argument("--variants", type=json.loads, default=VARIANTS)
     args = parser.parse_args()
     space = load_space(args.space)

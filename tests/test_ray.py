@@ -81,6 +81,17 @@ def test_search_on_a_two_node_cluster(tmp_path, tiny_mit8, two_node_cluster):
     assert all(("momentum" in r["params"]) == (r["params"]["optimizer"] == "sgd") for r in rows)
     assert len({r["extras"]["ray_node"] for r in rows}) == 2  # both nodes ran trials
 
+    # a network over the family's compute cap is stopped before it trains: a pruned row with the reason, not a failure
+    capped = tmp_path / "capped.yaml"
+    capped.write_text(yaml.safe_dump({**SPACE, "params": {**SPACE["params"], "max_mmacs": 0.001}}))
+    run = subprocess.run(bench("search", "tinynet", "--backend", "ray", "--address", two_node_cluster, "--pruner", "none",
+                               "--space", capped, "--trials", 2, "--data", tiny_mit8, "--results", tmp_path),
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = Leaderboard(db_url(None, tmp_path)).query(study="capped")
+    assert len(rows) == 2 and all(r["status"] == "pruned" and r["epochs"] == 0 for r in rows), rows
+    assert all(r["failure_reason"].endswith("exceed max_mmacs 0.001; skipped before training") for r in rows)
+
 
 def test_interrupted_experiment_resumes_without_rerunning(tmp_path, tiny_mit8):
     cmd = bench("search", "tinynet", "--backend", "ray", "--pruner", "none", "--space", space_file(tmp_path),

@@ -68,8 +68,9 @@ def run(space: SearchSpace, config: SearchConfig, progress=None):
                 result = execute_trial(runs, params, ctx, recorder)
             except (TrialFailed, Pruned) as e:
                 if progress:
-                    progress.trial_done(number, "failed", None, time.perf_counter() - started)
-                raise kt.errors.FailedTrialError(str(e)) from None
+                    state = "pruned" if isinstance(e, Pruned) else "failed"  # pruned: by the family's compute cap
+                    progress.trial_done(number, state, None, time.perf_counter() - started)
+                raise kt.errors.FailedTrialError(str(e)) from None  # keras-tuner has no pruned state; the row has it
             if progress:
                 progress.trial_done(number, "complete", result.val_accuracy, time.perf_counter() - started)
             return {"val_accuracy": result.val_accuracy}

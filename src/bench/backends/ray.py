@@ -60,8 +60,12 @@ def _trainable(config: SearchConfig, cpus_per_trial: int):
                 result = limited.run(config.objective, params, ctx)
             else:
                 result = get_objective(config.objective).run(params, ctx)
+        except Pruned as e:  # the family stopped it itself (a compute cap): a pruned row with its reason, not a failure
+            tune.report({"final": True, "pruned": str(e), "epoch": e.epoch, "n_params": ctx.n_params or 0,
+                         "val_accuracy": 0.0})
+            return
         except Exception as e:  # reported, not raised: the driver stores the reason
-            reason = str(e) if isinstance(e, (TrialFailed, Pruned)) else f"{type(e).__name__}: {e}"
+            reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
             tune.report({"final": True, "failed": reason, "n_params": ctx.n_params or 0, "val_accuracy": 0.0})
             return
         finally:
@@ -112,11 +116,11 @@ class StreamToLeaderboard(Callback):
         if error or last.get("failed"):
             status = "failed"
             self.recorder.failed(number, params, error or last["failed"], started, n_params=last.get("n_params"), seed=seed)
-        elif not last.get("final"):
+        elif last.get("pruned") or not last.get("final"):
             status = "pruned"
             epoch = int(last.get("epoch", 0))
             self.recorder.pruned(number, params, epoch, started, n_params=last.get("n_params"), seed=seed,
-                                 reason=f"stopped by ASHA after epoch {epoch}")
+                                 reason=last.get("pruned") or f"stopped by ASHA after epoch {epoch}")
         else:
             result = Result(**{k: last[k] for k in RESULT_FIELDS})
             self.recorder.complete(number, params, result, started, seed=seed)
