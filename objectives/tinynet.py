@@ -21,6 +21,16 @@ ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
 INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "random_normal", "zeros")
 
 
+def every_other(L, x, stride: int):
+    """Every stride-th pixel of x, as a 1x1 max-pool (a layer every exporter knows). A 1x1 convolution of stride s is
+    a 1x1 convolution of this: the two compute the same function with the same weights. Written this way because
+    TensorFlow 2.21's oneDNN CPU kernels crash on strided 1x1 convolutions (a segfault or heap corruption in training,
+    measured: all 4 residual TinyNets tried at 80-128 px, a plain net of strided 1x1 convolutions at 96 px, and the
+    one residual trial of 11 at 64 px that crashed a 200-trial search (2 crashes in 2 runs); written this way, 3 of them
+    re-run train, the 64 px one twice in 2 runs)."""
+    return L.MaxPooling2D(1, strides=stride, padding="same")(x) if stride > 1 else x
+
+
 def block_filters(blocks: int, base: int, growth: float, cap: int) -> list[int]:
     return [max(1, min(cap, int(round(base * growth**i)))) for i in range(blocks)]
 
@@ -75,11 +85,13 @@ class TinyNet(KerasObjective):
         if params["shift"]:
             x = L.RandomTranslation(params["shift"], params["shift"], fill_mode="reflect")(x)
 
-        def conv(filters, stride):
+        def conv(x, filters, stride):
+            if kernel == 1 and stride > 1:  # the same function, without the strided 1x1 kernel oneDNN crashes on
+                x, stride = every_other(L, x, stride), 1
             if params["separable"]:
                 return L.SeparableConv2D(filters, kernel, strides=stride, padding=padding,
-                                         depthwise_initializer=init, pointwise_initializer=init)
-            return L.Conv2D(filters, kernel, strides=stride, padding=padding, kernel_initializer=init)
+                                         depthwise_initializer=init, pointwise_initializer=init)(x)
+            return L.Conv2D(filters, kernel, strides=stride, padding=padding, kernel_initializer=init)(x)
 
         spatial = size
         for filters in block_filters(int(params["blocks"]), int(params["base_filters"]), float(params["growth"]), int(params["max_filters"])):
@@ -90,7 +102,7 @@ class TinyNet(KerasObjective):
                 if padding == "valid" and spatial < kernel:
                     raise TrialFailed(f"input {size}px is too small for {params['blocks']} blocks of {kernel}x{kernel} valid convs")
                 spatial = (spatial - (kernel - 1 if padding == "valid" else 0) + stride - 1) // stride
-                x = conv(filters, stride)(x)
+                x = conv(x, filters, stride)
                 if params["batch_norm"]:
                     x = L.BatchNormalization(momentum=float(params["bn_momentum"]))(x)
                 last = j == int(params["convs_per_block"]) - 1
@@ -99,7 +111,8 @@ class TinyNet(KerasObjective):
             if params["residual"]:
                 if shortcut.shape[-1] != filters or shortcut.shape[1] != x.shape[1]:
                     step = 2 if shortcut.shape[1] != x.shape[1] else 1
-                    shortcut = L.Conv2D(filters, 1, strides=step, padding="same", kernel_initializer=init)(shortcut)
+                    # a strided 1x1 convolution, written as one of every other pixel (see every_other)
+                    shortcut = L.Conv2D(filters, 1, kernel_initializer=init)(every_other(L, shortcut, step))
                 x = L.Activation(act)(L.Add()([x, shortcut]))
             if params["downsample"] == "maxpool" and spatial >= 2:
                 x = L.MaxPooling2D(2)(x)

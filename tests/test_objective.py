@@ -90,15 +90,36 @@ def test_unknown_params_are_rejected():
         TinyNet().resolve({"colour_mode": 1})
 
 
-def test_residual_net_at_128px_does_not_crash_the_process(tiny_mit8):
-    """TF 2.21's oneDNN kernels segfaulted on this trial of a real sweep; bench turns them off (in a subprocess here,
-    so a crash fails this test instead of killing pytest)."""
+def test_every_other_pixel_then_a_1x1_conv_is_a_strided_1x1_conv():
+    """TinyNet's shortcuts and 1x1 downsampling convs are written this way (oneDNN crashes on strided 1x1 kernels):
+    the same weights must give the same outputs, odd sizes included."""
+    from bench import keras_train as kt
+    from bench.objectives.tinynet import every_other
+
+    L = kt.keras().layers
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 5)).astype("float32")
+    strided = L.Conv2D(4, 1, strides=2, padding="same")
+    plain = L.Conv2D(4, 1)
+    want = np.asarray(strided(x))
+    plain.build(x.shape)
+    plain.set_weights(strided.get_weights())
+    got = np.asarray(plain(every_other(L, x, 2)))
+    assert got.shape == want.shape == (2, 5, 5, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [dict(residual=True), dict(kernel_size=1, residual=False)])
+def test_nets_with_strided_1x1_convs_at_128px_do_not_crash_the_process(tiny_mit8, extra):
+    """TF 2.21's oneDNN kernels, on by default, segfaulted on this trial of a real sweep (its residual shortcuts are
+    strided 1x1 convs), and on a net of 1x1 kernels downsampling by stride; TinyNet writes those convs another way (in
+    a subprocess here, so a crash fails this test instead of killing pytest)."""
     import subprocess
     import sys
 
     params = dict(input_size=128, blocks=6, base_filters=24, growth=1.0, max_filters=64, kernel_size=7, residual=True,
                   batch_norm=False, head="flatten", optimizer="rmsprop", lr=8.8e-4, momentum=0.68, one_cycle=True,
                   batch_size=16, flip=False, shift=0.05, epochs=1)
+    params.update(extra)
     code = ("from bench.objective import TrialContext; from bench.objectives.tinynet import TinyNet; "
             f"r = TinyNet().run({params!r}, TrialContext(data_root={str(tiny_mit8)!r})); print('epochs', r.epochs)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -143,6 +143,9 @@ def exit_reason(exitcode: int | None) -> str:
         except ValueError:
             name = "unknown"
         hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        if -exitcode in (signal.SIGSEGV, signal.SIGABRT) and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            hint = (" (a crash inside TensorFlow? its oneDNN kernels crash on strided 1x1 convolutions; "
+                    "TF_ENABLE_ONEDNN_OPTS=0 turns them off)")
         return f"its worker process was killed by signal {-exitcode} ({name}){hint}"
     return f"its worker process exited with code {exitcode}"
 
