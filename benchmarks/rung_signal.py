@@ -29,15 +29,12 @@ SIGNALS = {
 }
 
 
-def full_histories(board: Leaderboard, study: str) -> list[tuple[int, dict]]:
-    """(trial number, history) of the study's complete trials whose history covers every epoch they ran."""
+def full_histories(board: Leaderboard, study: str) -> list[tuple[dict, dict]]:
+    """(leaderboard row, history) of the study's complete trials whose history covers every epoch they ran."""
     rows = board.query(study=study, status="complete")
-    out = []
-    for row in rows:
-        history = (row["extras"] or {}).get("history") or {}
-        if all(len(history.get(key, [])) == row["epochs"] > 0 for key in ("val_accuracy", "accuracy", "loss", "val_loss")):
-            out.append((row["trial_number"], history))
-    return out
+    keys = ("val_accuracy", "accuracy", "loss", "val_loss", "seconds")
+    return [(row, row["extras"]["history"]) for row in rows
+            if all(len((row["extras"] or {}).get("history", {}).get(key, [])) == row["epochs"] > 0 for key in keys)]
 
 
 def rank(values: list[float], i: int) -> int:
@@ -69,7 +66,7 @@ def main() -> None:
     kept = max(1, len(trials) // 4)
     print(f"\nwhere the best ranked at each epoch (of {len(trials)}; a best-quarter rung keeps the top {kept})")
     for i in sorted(range(len(trials)), key=lambda j: -final[j])[:args.top]:
-        number, _ = trials[i]
+        number = trials[i][0]["trial_number"]
         cells = []
         for e in epochs:
             ranks = [rank([signal(h, e) for _, h in trials], i) for signal in SIGNALS.values()]
