@@ -1,11 +1,12 @@
 """End-to-end Optuna searches through the CLI on a tiny real sample: real journal storage, real SQLite leaderboard."""
 import json
 
+import optuna
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.backends.optuna import PARETO_RUNGS
+from bench.backends.optuna import PARETO_RUNGS, journal_storage
 from bench.cli import app
 from bench.leaderboard import Leaderboard, db_url
 
@@ -200,6 +201,14 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
     for r in stored:
         if r["status"] == "pruned":
             assert r["epochs"] in PARETO_RUNGS and r["epochs"] < space["params"]["epochs"] and len(r["extras"]["history"]["val_accuracy"]) == r["epochs"]  # at a rung
+    # judged on validation accuracy at rung 1 and on the epoch's training accuracy at rung 3 (bench.backends.optuna.rung_signal)
+    histories = {r["trial_number"]: r["extras"]["history"] for r in stored}
+    judged = optuna.load_study(study_name="moasha", storage=journal_storage(tmp_path / "results")).trials
+    assert {t.number for t in judged if "rung_3" in t.user_attrs}, "no trial reached rung 3"
+    for t in judged:
+        assert t.user_attrs["rung_1"][0] == pytest.approx(histories[t.number]["val_accuracy"][0])
+        if "rung_3" in t.user_attrs:
+            assert t.user_attrs["rung_3"][0] == pytest.approx(histories[t.number]["accuracy"][2])
     wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
     assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output
 
@@ -207,7 +216,6 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
 @pytest.mark.parametrize("within, b_pruned", [(None, True), ("variant", False)])
 def test_prune_within_compares_a_trial_only_with_its_own_group(within, b_pruned):
     """Variant a learns fast and b slowly: a plain pruner cuts b at its first rung; pruning within variant does not."""
-    import optuna
 
     from bench.backends.optuna import make_pruner
 
@@ -298,8 +306,6 @@ def test_the_all_fail_stop_reads_this_searchs_trials_from_the_study():
     """Each trial may run in its own worker process, so the stop counts the study's trials, not a process's: the
     first three of this search (from `first`, on this machine) failed alike."""
     import socket
-
-    import optuna
 
     from bench.backends.optuna import StopWhenAllFail
 
