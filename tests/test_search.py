@@ -201,14 +201,15 @@ def test_pareto_asha_prunes_a_multi_objective_search(tmp_path, tiny_mit8):
     for r in stored:
         if r["status"] == "pruned":
             assert r["epochs"] in PARETO_RUNGS and r["epochs"] < space["params"]["epochs"] and len(r["extras"]["history"]["val_accuracy"]) == r["epochs"]  # at a rung
-    # judged on validation accuracy at rung 1 and on the epoch's training accuracy at rung 3 (bench.backends.optuna.rung_signal)
-    histories = {r["trial_number"]: r["extras"]["history"] for r in stored}
+    # each rung judged the trial on its validation accuracy and params there (what the sampler's rung order reads too)
+    histories = {r["trial_number"]: (r["extras"]["history"], r["n_params"]) for r in stored}
     judged = optuna.load_study(study_name="moasha", storage=journal_storage(tmp_path / "results")).trials
     assert {t.number for t in judged if "rung_3" in t.user_attrs}, "no trial reached rung 3"
     for t in judged:
-        assert t.user_attrs["rung_1"][0] == pytest.approx(histories[t.number]["val_accuracy"][0])
-        if "rung_3" in t.user_attrs:
-            assert t.user_attrs["rung_3"][0] == pytest.approx(histories[t.number]["accuracy"][2])
+        history, n_params = histories[t.number]
+        for rung in (1, 3):
+            if f"rung_{rung}" in t.user_attrs:
+                assert t.user_attrs[f"rung_{rung}"] == [pytest.approx(history["val_accuracy"][rung - 1]), n_params]
     wrong = CliRunner().invoke(app, base + ["--sampler", "tpe", "--pruner", "pareto-asha", "--study", "x", "--trials", "1"])
     assert wrong.exit_code == 2 and "use it with --sampler nsga2" in wrong.output
 

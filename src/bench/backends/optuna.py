@@ -123,7 +123,7 @@ def worker_sampler(config: SearchConfig, space: SearchSpace, slot: int, trials_s
 
 
 def rung_score(trial: optuna.trial.FrozenTrial) -> tuple[int, float]:
-    """(deepest pareto-asha rung reached, its rung_signal there): how far a pruned trial got, and how well."""
+    """(deepest pareto-asha rung reached, validation accuracy there): how far a pruned trial got, and how well."""
     rungs = [(int(key[5:]), value[0]) for key, value in trial.user_attrs.items() if key.startswith("rung_")]
     return max(rungs, default=(0, 0.0))
 
@@ -432,7 +432,7 @@ def _trial_function(objective: Objective, space: SearchSpace, config: SearchConf
             if "val_accuracy" not in metrics:
                 return False
             if config.pruner == "pareto-asha":
-                return _pareto_prune(trial, epoch + 1, rung_signal(epoch + 1, metrics), ctx.n_params, space.prune_within) and not anchor
+                return _pareto_prune(trial, epoch + 1, metrics["val_accuracy"], ctx.n_params, space.prune_within) and not anchor
             if multi:  # Optuna cannot prune multi-objective studies
                 return False
             trial.report(metrics["val_accuracy"], step=epoch + 1)
@@ -480,20 +480,6 @@ class StopWhenAllFail:
         if len(ours) == self.n and all(t.state == optuna.trial.TrialState.FAIL for t in ours) and len(reasons) == 1:
             self.reason = reasons.pop()
             study.stop()
-
-
-def rung_signal(epoch: int, metrics: dict[str, float]) -> float:
-    """What pareto-asha judges a trial on at a rung: validation accuracy at the first rung, training accuracy (the
-    epoch's running mean, where the family reports one) at the later ones.
-    Why: on 71 unpruned 20-epoch trials of a random TinyNet search (benchmarks/rung_signal.py), training accuracy at
-    epochs 3 and 9 ranks the final validation accuracy better than validation accuracy does (Spearman 0.86 / 0.90
-    against 0.75 / 0.80; the 283 validation images are a noisy judge mid one-cycle), but worse at epoch 1 (0.46
-    against 0.51). Replayed as 20-minute searches on those and keras-tuner's 27 (benchmarks/replay_pruning.py, 300
-    replays), this rule's median best val was 0.855, with 0.85 reached in 52 % of replays, against 0.823 and 15 %
-    judging every rung on validation accuracy."""
-    if epoch == PARETO_RUNGS[0] or "accuracy" not in metrics:
-        return metrics["val_accuracy"]
-    return metrics["accuracy"]
 
 
 def _pareto_prune(trial: optuna.Trial, epoch: int, accuracy: float, n_params: int, within: str | None = None) -> bool:
