@@ -24,6 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench.backends.optuna import PARETO_REDUCTION, PARETO_RUNGS
 from bench.leaderboard import Leaderboard, db_url
 from bench.pareto import pareto_promotable
 
@@ -37,7 +38,7 @@ SIGNALS = {**SIGNALS,
 # name: (rungs, reduction factor, signal); reduction None = no pruning. The first pruned rule is bench's default.
 RULES = {
     "no pruning (random search)": ((), None, "val accuracy"),
-    "default: rungs 1/3/9, a quarter on": ((1, 3, 9), 4, "val accuracy"),
+    "default: rungs 1/3/9, a quarter on": (PARETO_RUNGS[:3], PARETO_REDUCTION, "val accuracy"),
     "rungs 1/3/9, a third on": ((1, 3, 9), 3, "val accuracy"),
     "rungs 1/3/9, a half on": ((1, 3, 9), 2, "val accuracy"),
     "rungs 1/4/16, a quarter on": ((1, 4, 16), 4, "val accuracy"),
