@@ -111,7 +111,9 @@ def main() -> None:
     reference = summary.get("kt-random") or summary.get("kt-hyperband")
     kt_best = reference[2]["val_accuracy"] if reference and reference[2] else None
     targets = [0.80, 0.85] + ([kt_best] if kt_best else [])
-    print(f"\nseconds until the best validation accuracy first reached (ratio: keras-tuner {'random' if summary.get('kt-random') else 'hyperband'}'s time / this arm's)")
+    ratio = (f"ratio: keras-tuner {'random' if summary.get('kt-random') else 'hyperband'}'s time / this arm's" if reference
+             else "no keras-tuner arm ran, so no ratio")
+    print(f"\nseconds until the best validation accuracy first reached ({ratio})")
     print(f"{'arm':13s} " + "  ".join(f"{t:>18.3f}" for t in targets))
     ref_times = [first_reaching(reference[1], reference[0], args.budget, t) for t in targets] if reference else []
     for arm, (started, rows, _, _) in summary.items():
