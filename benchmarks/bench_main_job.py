@@ -108,11 +108,11 @@ def main() -> None:
         print(f"{arm:13s} trials {len(rows):4d} ({len(done)} complete)  {shown}  peak summed RSS {peak / 2**30:.2f} GiB",
               flush=True)
 
-    reference = summary.get("kt-random") or summary.get("kt-hyperband")
+    reference_arm = next((arm for arm in ("kt-random", "kt-hyperband") if arm in summary), None)
+    reference = summary.get(reference_arm)
     kt_best = reference[2]["val_accuracy"] if reference and reference[2] else None
     targets = [0.80, 0.85] + ([kt_best] if kt_best else [])
-    ratio = (f"ratio: keras-tuner {'random' if summary.get('kt-random') else 'hyperband'}'s time / this arm's" if reference
-             else "no keras-tuner arm ran, so no ratio")
+    ratio = f"ratio: {reference_arm}'s time / this arm's" if reference else "no keras-tuner arm ran, so no ratio"
     print(f"\nseconds until the best validation accuracy first reached ({ratio})")
     print(f"{'arm':13s} " + "  ".join(f"{t:>18.3f}" for t in targets))
     ref_times = [first_reaching(reference[1], reference[0], args.budget, t) for t in targets] if reference else []
